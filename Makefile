@@ -1,0 +1,113 @@
+# A private Python package index: pypiserver in an Alpine image, accounts in htpasswd.
+# `make run` does everything; `make help` lists the targets. Every value can be overridden:
+#   make run PORT=9090 PYPI_AUTHENTICATE=update,download,list
+DOCKER ?= docker
+IMAGE ?= pypibox/server:latest
+AUTH_IMAGE ?= pypibox/auth:latest
+CONTAINER ?= pypi
+VOLUME ?= pypi
+AUTH_VOLUME ?= pypi-auth
+PORT ?= 8080
+BIND ?= 127.0.0.1
+WAIT ?= 60
+BUILD_ARGS ?=
+PYTHON ?= python3
+VENV ?= .venv
+PYTEST_ARGS ?=
+BACKUP ?= pypi-backup.tar.gz
+# Server settings passed to the container by `make run` when set (README lists them all).
+RUN_VARS = PYPI_AUTHENTICATE PYPI_OVERWRITE PYPI_FALLBACK PYPI_FALLBACK_URL PYPI_WORKERS \
+	PYPI_THREADS PYPI_MAX_UPLOAD_SIZE PYPI_LOG_LEVEL
+RUN_ENV = $(foreach v,$(RUN_VARS),$(if $(filter-out undefined,$(origin $(v))),-e $(v)=$($(v))))
+# `make dev` defaults: the same entrypoint on the host, data under ./data, accounts in auth/.
+PYPI_HOST ?= 127.0.0.1
+PYPI_PORT ?= $(PORT)
+PYPI_PACKAGES_DIR ?= $(CURDIR)/data/packages
+PYPI_HTPASSWD ?= $(CURDIR)/auth/htpasswd
+DEV_VARS = PYPI_HOST PYPI_PORT PYPI_PACKAGES_DIR PYPI_HTPASSWD PYPI_BCRYPT_COST $(RUN_VARS)
+DEV_ENV = $(foreach v,$(DEV_VARS),$(if $(filter-out undefined,$(origin $(v))),$(v)='$($(v))'))
+HAVE_DOCKER = $(shell command -v $(DOCKER) 2>/dev/null)
+NEED_DOCKER = $(if $(HAVE_DOCKER),,$(error '$@' needs Docker ($(DOCKER) not found on PATH); 'make dev' runs without it))
+
+.PHONY: help build volumes accounts run stop logs status clean clean-volumes dev venv \
+	test test-env lint lock backup restore
+
+help: ## List the targets
+	@echo "make <target>   (index at http://localhost:$(PORT)/ after 'make run')"
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
+
+build: ## Build the server and auth images
+	$(NEED_DOCKER)
+	$(DOCKER) build -t $(IMAGE) $(BUILD_ARGS) .
+	$(MAKE) -C auth build DOCKER=$(DOCKER) AUTH_IMAGE=$(AUTH_IMAGE)
+
+volumes: ## Create the volumes pypi (packages) and pypi-auth (accounts)
+	$(NEED_DOCKER)
+	$(DOCKER) volume create $(VOLUME) >/dev/null
+	$(DOCKER) volume create $(AUTH_VOLUME) >/dev/null
+
+accounts: ## Check auth/htpasswd and put it into the pypi-auth volume
+	$(MAKE) -C auth install DOCKER=$(DOCKER) AUTH_IMAGE=$(AUTH_IMAGE) AUTH_VOLUME=$(AUTH_VOLUME)
+
+run: build volumes accounts ## Build, create volumes, install accounts, start, wait until healthy
+	@DOCKER=$(DOCKER) IMAGE=$(IMAGE) CONTAINER=$(CONTAINER) VOLUME=$(VOLUME) \
+	AUTH_VOLUME=$(AUTH_VOLUME) PORT=$(PORT) BIND=$(BIND) WAIT=$(WAIT) \
+	sh scripts/start-container.sh $(RUN_ENV)
+
+stop: ## Stop the server container (packages and accounts are kept)
+	$(NEED_DOCKER)
+	@if $(DOCKER) inspect $(CONTAINER) >/dev/null 2>&1; then $(DOCKER) stop $(CONTAINER); \
+	else echo "No container named $(CONTAINER); nothing to stop."; fi
+
+logs: ## Show the server's log (FOLLOW=1 to follow)
+	$(NEED_DOCKER)
+	$(DOCKER) logs --tail 200 $(if $(FOLLOW),--follow) $(CONTAINER)
+
+status: ## Show the container, its health and the volumes
+	$(NEED_DOCKER)
+	@$(DOCKER) ps -a --filter name=^/$(CONTAINER)$$ --format 'container {{.Names}}: {{.Status}} {{.Ports}}' | grep . \
+		|| echo "container $(CONTAINER): not created (make run)"
+	@$(DOCKER) volume ls --format '{{.Name}}' | grep -x -e $(VOLUME) -e $(AUTH_VOLUME) | sed 's/^/volume: /' \
+		|| echo "volumes: none yet"
+
+clean: ## Remove the container and the images (never the volumes)
+	$(NEED_DOCKER)
+	-$(DOCKER) rm -f $(CONTAINER)
+	-$(DOCKER) rmi $(IMAGE) $(AUTH_IMAGE)
+	@echo "Volumes $(VOLUME) and $(AUTH_VOLUME) are kept; 'make clean-volumes CONFIRM=yes' deletes them."
+
+clean-volumes: ## Delete the volumes with every package and account: CONFIRM=yes
+	$(NEED_DOCKER)
+	@if [ "$(CONFIRM)" != yes ]; then \
+		echo "This deletes every package in volume $(VOLUME) and the accounts in $(AUTH_VOLUME)."; \
+		echo "Run 'make clean-volumes CONFIRM=yes' to do it."; exit 1; fi
+	-$(DOCKER) rm -f $(CONTAINER)
+	$(DOCKER) volume rm $(VOLUME) $(AUTH_VOLUME)
+
+$(VENV)/.installed: requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --disable-pip-version-check --require-hashes -r requirements.lock
+	touch $@
+
+$(VENV)/.test-installed: $(VENV)/.installed requirements-test.lock
+	$(VENV)/bin/pip install --disable-pip-version-check --require-hashes -r requirements.lock -r requirements-test.lock
+	touch $@
+
+venv: $(VENV)/.installed ## A local virtual environment from requirements.lock
+
+dev: venv ## Run the server on the host, in the foreground (no Docker)
+	@mkdir -p "$(PYPI_PACKAGES_DIR)"
+	@echo "Packages in $(PYPI_PACKAGES_DIR), accounts in $(PYPI_HTPASSWD); http://$(PYPI_HOST):$(PYPI_PORT)/"
+	env $(DEV_ENV) PYTHONPATH=$(CURDIR) $(VENV)/bin/python -m pypibox serve
+
+test-env: $(VENV)/.test-installed
+
+test: test-env ## Run the whole test suite
+	PYTHONPATH=$(CURDIR) $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: test-env ## Dockerfile linter and shellcheck
+	$(VENV)/bin/hadolint Dockerfile auth/Dockerfile
+	$(VENV)/bin/shellcheck auth/*.sh scripts/*.sh .ci/run
+
+lock: ## Recompile requirements*.lock from requirements*.in (needs uv)
+	$(PYTHON) scripts/lock.py

@@ -1,0 +1,59 @@
+"""Checks made before serving: a server that would fail later refuses to start now."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from . import htpasswd
+from .settings import Settings
+
+#: Exit codes of ``python -m pypibox`` (documented in README).
+EXIT_CONFIG = 2
+EXIT_PACKAGES = 3
+EXIT_HTPASSWD = 4
+
+
+class PreflightError(Exception):
+    """A reason not to start; ``code`` is the process exit code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def check_packages_dir(settings: Settings) -> None:
+    """The packages directory exists, is a directory, and we can create files in it."""
+    path = settings.packages_dir
+    if not path.exists():
+        raise PreflightError(
+            f"packages directory {path} does not exist; create it (mkdir -p {path}) "
+            "or point PYPI_PACKAGES_DIR at one", EXIT_PACKAGES)
+    if not path.is_dir():
+        raise PreflightError(f"packages directory {path} is not a directory", EXIT_PACKAGES)
+    try:
+        with tempfile.NamedTemporaryFile(prefix=".write-test-", dir=path):
+            pass
+    except OSError as exc:
+        raise PreflightError(
+            f"packages directory {path} is not writable by this user (uid {os.getuid()}): "
+            f"{exc.strerror}; fix its owner or permissions", EXIT_PACKAGES) from None
+
+
+def check_htpasswd(settings: Settings) -> list[htpasswd.Entry]:
+    """The accounts file is readable, parses, has users, and every hash is bcrypt."""
+    try:
+        return htpasswd.validate(settings.htpasswd)
+    except htpasswd.HtpasswdError as exc:
+        hint = ""
+        if "not found" in str(exc):
+            hint = (f"\nCreate it with: htpasswd -c -B {settings.htpasswd} <username>"
+                    " (or: make -C auth adduser USER=<username>,"
+                    " or: python -m pypibox adduser <username>)")
+        raise PreflightError(f"accounts: {exc}{hint}", EXIT_HTPASSWD) from None
+
+
+def run(settings: Settings) -> list[htpasswd.Entry]:
+    """Every check, in order; raise PreflightError at the first failure."""
+    check_packages_dir(settings)
+    return check_htpasswd(settings)

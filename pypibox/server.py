@@ -1,0 +1,70 @@
+"""Runs the WSGI application under gunicorn, configured from Settings."""
+
+from __future__ import annotations
+
+import logging
+import typing as t
+
+from gunicorn.app.base import BaseApplication
+
+from . import logs
+from .settings import Settings
+from .storage import clean_stale_uploads
+
+log = logging.getLogger("pypibox.server")
+
+
+class GunicornServer(BaseApplication):  # type: ignore[misc]
+    """gunicorn with options from our settings; each worker builds its own app after fork."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        super().__init__()
+
+    def options(self) -> dict[str, t.Any]:
+        """gunicorn settings derived from ours."""
+        s = self.settings
+        return {
+            "bind": [f"[{s.host}]:{s.port}" if ":" in s.host else f"{s.host}:{s.port}"],
+            "workers": s.workers,
+            "worker_class": "gthread",
+            "threads": s.threads,
+            "timeout": 120,
+            "graceful_timeout": 10,
+            "keepalive": 5,
+            "preload_app": False,
+            "accesslog": "-",
+            "errorlog": "-",
+            "access_log_format": logs.ACCESS_FORMAT,
+            "loglevel": s.log_level,
+            "proc_name": "pypibox",
+            "forwarded_allow_ips": "127.0.0.1",
+            "worker_tmp_dir": "/dev/shm" if _is_dir("/dev/shm") else None,
+            "control_socket_disable": True,
+        }
+
+    def load_config(self) -> None:
+        known = self.cfg.settings
+        for key, value in self.options().items():
+            if key in known and value is not None:
+                self.cfg.set(key, value)
+
+    def load(self) -> t.Callable[..., t.Any]:
+        from .webapp import build_app
+
+        logs.setup(self.settings.log_level)
+        return build_app(self.settings)
+
+
+def _is_dir(path: str) -> bool:
+    import os
+
+    return os.path.isdir(path) and os.access(path, os.W_OK)
+
+
+def serve(settings: Settings) -> None:
+    """Serve until SIGTERM or SIGINT; gunicorn stops gracefully on either."""
+    clean_stale_uploads(settings.packages_dir.resolve())
+    log.info("serving %s on http://%s:%d/ (authenticate: %s)", settings.packages_dir,
+             settings.host, settings.port, ",".join(settings.authenticate))
+    GunicornServer(settings).run()

@@ -1,0 +1,145 @@
+"""The WSGI application: pypiserver's app with our storage, accounts and guards around it."""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+import typing as t
+
+import pypiserver
+from pypiserver.backend import BackendProxy
+
+from .accounts import Accounts
+from .settings import Settings
+from .storage import AtomicFileBackend
+from .welcome import WELCOME_TEMPLATE
+
+log = logging.getLogger("pypibox.webapp")
+
+Environ = dict[str, t.Any]
+StartResponse = t.Callable[..., t.Any]
+WSGIApp = t.Callable[[Environ, StartResponse], t.Iterable[bytes]]
+
+
+def build_pypiserver(settings: Settings, accounts: Accounts) -> WSGIApp:
+    """pypiserver's bottle app, configured from our settings, with our backend and auther."""
+    config = pypiserver.Config.default_with_overrides(
+        roots=[settings.packages_dir.resolve()],
+        authenticate=list(settings.authenticate),
+        password_file=str(settings.htpasswd),
+        auther=accounts.check,
+        overwrite=settings.overwrite,
+        disable_fallback=not settings.fallback,
+        fallback_url=settings.fallback_url,
+        hash_algo="sha256",
+        backend_arg="simple-dir",
+        health_endpoint="/health",
+        welcome_msg=WELCOME_TEMPLATE,
+    )
+    config.backend = BackendProxy(AtomicFileBackend(config))
+    app = pypiserver.app_from_config(config)
+    return pypiserver.setup_routes_from_config(app, config)
+
+
+class _LimitedInput:
+    """A request body that refuses to yield more than ``limit`` bytes."""
+
+    def __init__(self, stream: t.Any, limit: int) -> None:
+        self.stream = stream
+        self.left = limit + 1
+
+    def _take(self, data: bytes) -> bytes:
+        self.left -= len(data)
+        if self.left <= 0:
+            raise UploadTooLarge()
+        return data
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = self.left
+        return self._take(self.stream.read(min(size, self.left)))
+
+    def readline(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            size = self.left
+        return self._take(self.stream.readline(min(size, self.left)))
+
+
+class UploadTooLarge(Exception):
+    """A request body went past PYPI_MAX_UPLOAD_SIZE."""
+
+
+def _plain(start_response: StartResponse, status: str, text: str,
+           headers: list[tuple[str, str]] | None = None) -> list[bytes]:
+    body = (text + "\n").encode("utf-8")
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
+                            ("Content-Length", str(len(body)))] + (headers or []))
+    return [body]
+
+
+_PRE = re.compile(rb"<pre>(.*?)</pre>", re.S)
+
+
+def _reason_from_body(body: bytes) -> str | None:
+    """The first line of bottle's error message, fit for an HTTP reason phrase."""
+    match = _PRE.search(body)
+    if not match:
+        return None
+    text = html.unescape(match.group(1).decode("utf-8", "replace")).strip().splitlines()
+    if not text:
+        return None
+    reason = re.sub(r"[^\x20-\x7e]", "?", text[0].strip())[:200]
+    return reason or None
+
+
+def explain_errors(app: WSGIApp) -> WSGIApp:
+    """Put the error message of a failed upload into the reason phrase, which twine prints."""
+
+    def wrapped(environ: Environ, start_response: StartResponse) -> t.Iterable[bytes]:
+        captured: list[t.Any] = []
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info: t.Any = None):
+            captured[:] = [status, headers, exc_info]
+            return lambda data: None
+
+        chunks = list(app(environ, capture))
+        status, headers, exc_info = captured
+        code = int(status[:3])
+        if code >= 400:
+            reason = _reason_from_body(b"".join(chunks))
+            if reason:
+                status = f"{code} {reason}"
+        start_response(status, headers, exc_info)
+        return chunks
+
+    return wrapped
+
+
+class Guard:
+    """Limits what reaches pypiserver: oversized uploads are refused before they are read."""
+
+    def __init__(self, inner: WSGIApp, settings: Settings) -> None:
+        self.inner = inner
+        self.max_upload = settings.max_upload_size
+        self.explained = explain_errors(inner)
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> t.Iterable[bytes]:
+        if environ.get("REQUEST_METHOD") == "POST":
+            length = environ.get("CONTENT_LENGTH") or ""
+            if length.isdigit() and int(length) > self.max_upload:
+                return _plain(start_response, "413 Payload Too Large",
+                              f"Upload refused: larger than the limit of {self.max_upload} bytes")
+            environ["wsgi.input"] = _LimitedInput(environ["wsgi.input"], self.max_upload)
+            try:
+                return self.explained(environ, start_response)
+            except UploadTooLarge:
+                return _plain(start_response, "413 Payload Too Large",
+                              f"Upload refused: larger than the limit of {self.max_upload} bytes")
+        return self.inner(environ, start_response)
+
+
+def build_app(settings: Settings, accounts: Accounts | None = None) -> WSGIApp:
+    """The complete WSGI application for one worker process."""
+    accounts = accounts or Accounts(settings.htpasswd)
+    return Guard(build_pypiserver(settings, accounts), settings)
