@@ -58,8 +58,12 @@ class Accounts:
             return
         try:
             entries = htpasswd.read(self.path)
-            if not entries:
-                raise htpasswd.HtpasswdError(f"{self.path}: has no users")
+            if not any(e.is_bcrypt for e in entries):
+                raise htpasswd.HtpasswdError(f"{self.path}: has no users with a bcrypt hash")
+            cut = [e.user for e in entries if e.kind == "malformed bcrypt"]
+            if cut:
+                raise htpasswd.HtpasswdError(
+                    f"{self.path}: the hash of {', '.join(cut)} is cut short (half-written file?)")
         except htpasswd.HtpasswdError as exc:
             if initial:
                 raise
