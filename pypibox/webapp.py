@@ -11,6 +11,7 @@ import pypiserver
 from pypiserver.backend import BackendProxy
 
 from .accounts import Accounts
+from .readpath import ReadPath
 from .settings import Settings
 from .storage import AtomicFileBackend
 from .welcome import WELCOME_TEMPLATE
@@ -142,4 +143,5 @@ class Guard:
 def build_app(settings: Settings, accounts: Accounts | None = None) -> WSGIApp:
     """The complete WSGI application for one worker process."""
     accounts = accounts or Accounts(settings.htpasswd)
-    return Guard(build_pypiserver(settings, accounts), settings)
+    reader = ReadPath(build_pypiserver(settings, accounts), settings, accounts)
+    return Guard(reader, settings)
