@@ -1,0 +1,367 @@
+"""An in-memory index of the packages directory, kept current by cheap change checks.
+
+The tree is walked like pypiserver walks it (recursive, dot-files and dot-directories
+ignored). Each request costs two ``stat`` calls (the root directory and a stamp file that
+uploads and removals touch); every ``recheck`` seconds every known directory is stat-ed
+and only the directories whose mtime moved are listed again. A file's sha256 and core
+metadata are computed once, when a page that lists it is first rendered, and kept in
+sidecar files under ``<packages>/.pypibox/`` so that a restart does not hash again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+import typing as t
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pypiserver.pkg_helpers import guess_pkgname_and_version, normalize_pkgname, parse_version
+
+from . import distmeta
+
+log = logging.getLogger("pypibox.index")
+
+STATE_DIR = ".pypibox"
+#: A directory whose mtime is this close to the time we listed it may change again within
+#: the file system's timestamp granularity; it is listed again at the next periodic check.
+RACY_NS = 1_000_000_000
+SIDECAR_VERSION = 1
+#: The media types a page is cached in (see simple_api).
+PAGE_KINDS = ("application/vnd.pypi.simple.v1+json", "application/vnd.pypi.simple.v1+html",
+              "text/html")
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """What is known about a file's content: computed once per (size, mtime)."""
+
+    sha256: str
+    requires_python: str | None
+    metadata_sha256: str | None
+
+
+@dataclass(eq=False)
+class FileEntry:
+    """One distribution file of the packages directory."""
+
+    relpath: str          # relative to the root, with '/' separators
+    path: str             # absolute path on disk
+    project: str          # PEP 503 normalised name
+    version: str
+    size: int
+    mtime_ns: int
+    info: FileInfo | None = None
+
+    @property
+    def filename(self) -> str:
+        """The base name of the file."""
+        return self.relpath.rsplit("/", 1)[-1]
+
+    @property
+    def is_wheel(self) -> bool:
+        """True for a ``.whl`` file."""
+        return self.relpath.endswith(".whl")
+
+    @property
+    def listed(self) -> bool:
+        """Appears on its project's page (signatures are downloadable but not listed)."""
+        return not self.relpath.endswith(".asc")
+
+    def sort_key(self) -> tuple[t.Any, ...]:
+        """Order on a project page: version, then path (as pypiserver orders them)."""
+        return (parse_version(self.version), self.relpath)
+
+
+@dataclass
+class _Dir:
+    mtime_ns: int
+    racy: bool
+    files: dict[str, FileEntry] = field(default_factory=dict)   # name -> entry
+    subdirs: list[str] = field(default_factory=list)            # relpaths
+
+
+@dataclass(frozen=True)
+class Page:
+    """A rendered page: body bytes and a strong ETag."""
+
+    body: bytes
+    etag: str
+
+
+def _stat_key(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+class PackageIndex:
+    """The packages directory as projects and files, with per-project page caches."""
+
+    def __init__(self, root: Path, recheck: float = 0.5) -> None:
+        self.root = str(Path(root).resolve())
+        self.recheck = recheck
+        self.state_dir = os.path.join(self.root, STATE_DIR)
+        self.stamp_path = os.path.join(self.state_dir, "stamp")
+        self._lock = threading.RLock()
+        self._info_lock = threading.Lock()
+        self._dirs: dict[str, _Dir] = {}
+        self.files: dict[str, FileEntry] = {}                   # relpath -> entry
+        self.projects: dict[str, tuple[FileEntry, ...]] = {}    # name -> listed entries
+        #: (project, or '' for the list of projects; media type) -> (what it was made from, page)
+        self.pages: dict[tuple[str, str], tuple[object, Page]] = {}
+        self._quick: tuple[t.Any, t.Any] | None = None
+        self._next_full = 0.0
+        self.generation = 0
+
+    # -- change detection --------------------------------------------------------------
+    def _quick_key(self) -> tuple[t.Any, t.Any]:
+        return (_stat_key(self.root), _stat_key(self.stamp_path))
+
+    def refresh(self, force: bool = False) -> None:
+        """Bring the index up to date if anything may have changed (cheap when nothing did)."""
+        quick = self._quick_key()
+        now = time.monotonic()
+        if not force and quick == self._quick and now < self._next_full:
+            return
+        with self._lock:
+            quick = self._quick_key()
+            now = time.monotonic()
+            if not force and quick == self._quick and now < self._next_full:
+                return
+            self._update()
+            self._quick = quick
+            self._next_full = time.monotonic() + self.recheck
+
+    def touch(self) -> None:
+        """Record a change made by this process: every worker sees it at its next request."""
+        try:
+            os.makedirs(self.state_dir, exist_ok=True)
+            with open(self.stamp_path, "w") as handle:
+                handle.write(f"{time.time_ns()} {os.getpid()}\n")
+        except OSError as exc:
+            log.warning("cannot write %s: %s", self.stamp_path, exc.strerror)
+        self.refresh(force=True)
+
+    def _update(self) -> None:
+        changed: set[str] = set()
+        if not self._dirs:
+            self._scan_dir("", changed)
+        else:
+            for rel in list(self._dirs):
+                state = self._dirs.get(rel)
+                if state is None:
+                    continue
+                try:
+                    st = os.stat(self._abs(rel))
+                except OSError:
+                    self._drop_dir(rel, changed)
+                    continue
+                if st.st_mtime_ns != state.mtime_ns or state.racy:
+                    self._scan_dir(rel, changed)
+        if changed:
+            self._rebuild(changed)
+
+    def _abs(self, rel: str) -> str:
+        return os.path.join(self.root, rel) if rel else self.root
+
+    def _drop_dir(self, rel: str, changed: set[str]) -> None:
+        state = self._dirs.pop(rel, None)
+        if state is None:
+            return
+        for entry in state.files.values():
+            self.files.pop(entry.relpath, None)
+            changed.add(entry.project)
+        for sub in state.subdirs:
+            self._drop_dir(sub, changed)
+
+    def _scan_dir(self, rel: str, changed: set[str]) -> None:
+        path = self._abs(rel)
+        listed_at = time.time_ns()
+        try:
+            mtime_ns = os.stat(path).st_mtime_ns
+            items = list(os.scandir(path))
+        except OSError as exc:
+            log.warning("cannot list %s: %s", path, exc.strerror)
+            self._drop_dir(rel, changed)
+            return
+        old = self._dirs.get(rel)
+        state = _Dir(mtime_ns=mtime_ns, racy=listed_at - mtime_ns < RACY_NS)
+        subdirs: list[str] = []
+        for item in items:
+            if item.name.startswith("."):
+                continue
+            child = f"{rel}/{item.name}" if rel else item.name
+            try:
+                if item.is_dir(follow_symlinks=False):
+                    subdirs.append(child)
+                    continue
+                if not item.is_file():
+                    continue
+                st = item.stat()
+            except OSError:
+                continue
+            guess = guess_pkgname_and_version(item.name)
+            if guess is None:
+                continue
+            prev = old.files.get(item.name) if old else None
+            if prev is not None and prev.size == st.st_size and prev.mtime_ns == st.st_mtime_ns:
+                state.files[item.name] = prev
+                continue
+            entry = FileEntry(relpath=child, path=os.path.join(path, item.name),
+                              project=normalize_pkgname(guess[0]), version=guess[1],
+                              size=st.st_size, mtime_ns=st.st_mtime_ns)
+            state.files[item.name] = entry
+            self.files[child] = entry
+            changed.add(entry.project)
+            if prev is not None:
+                changed.add(prev.project)
+        if old:
+            for name, prev in old.files.items():
+                if name not in state.files:
+                    self.files.pop(prev.relpath, None)
+                    changed.add(prev.project)
+                    self._forget_sidecar(prev.relpath)
+            for sub in old.subdirs:
+                if sub not in subdirs:
+                    self._drop_dir(sub, changed)
+        state.subdirs = subdirs
+        self._dirs[rel] = state
+        for sub in subdirs:
+            if sub not in self._dirs:
+                self._scan_dir(sub, changed)
+
+    def _rebuild(self, changed: set[str]) -> None:
+        by_project: dict[str, list[FileEntry]] = {name: [] for name in changed}
+        for entry in self.files.values():
+            if entry.project in by_project and entry.listed:
+                by_project[entry.project].append(entry)
+        projects = dict(self.projects)
+        for name, entries in by_project.items():
+            if entries:
+                projects[name] = tuple(sorted(entries, key=FileEntry.sort_key))
+            else:
+                projects.pop(name, None)
+        self.projects = projects
+        for name in list(changed) + [""]:
+            for kind in PAGE_KINDS:
+                self.pages.pop((name, kind), None)
+        self.generation += 1
+
+    # -- lookups -----------------------------------------------------------------------
+    def project(self, name: str) -> tuple[FileEntry, ...] | None:
+        """The listed files of a project (normalised name), or None."""
+        return self.projects.get(name)
+
+    def file(self, relpath: str) -> FileEntry | None:
+        """The file at ``relpath`` (as in a /packages/ URL), or None."""
+        return self.files.get(relpath)
+
+    def ensure_info(self, entries: t.Iterable[FileEntry]) -> None:
+        """Make sure every entry knows its hash and metadata (sidecar, or computed once)."""
+        for entry in entries:
+            if entry.info is None:
+                with self._info_lock:
+                    if entry.info is None:
+                        entry.info = self._load_info(entry)
+
+    # -- sidecars ----------------------------------------------------------------------
+    def _sidecar(self, relpath: str, suffix: str) -> str:
+        return os.path.join(self.state_dir, "files", relpath + suffix)
+
+    def metadata_path(self, entry: FileEntry) -> str:
+        """Where the extracted core metadata of a wheel is kept."""
+        return self._sidecar(entry.relpath, ".metadata")
+
+    def _load_info(self, entry: FileEntry) -> FileInfo:
+        side = self._sidecar(entry.relpath, ".json")
+        try:
+            with open(side, "rb") as handle:
+                data = json.load(handle)
+            if (data.get("v") == SIDECAR_VERSION and data.get("size") == entry.size
+                    and data.get("mtime_ns") == entry.mtime_ns):
+                info = FileInfo(data["sha256"], data.get("requires_python"),
+                                data.get("metadata_sha256"))
+                if info.metadata_sha256 is None or self._metadata_ok(entry, info):
+                    return info
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        return self._compute_info(entry)
+
+    def _metadata_ok(self, entry: FileEntry, info: FileInfo) -> bool:
+        try:
+            with open(self.metadata_path(entry), "rb") as handle:
+                return hashlib.sha256(handle.read()).hexdigest() == info.metadata_sha256
+        except OSError:
+            return False
+
+    def _compute_info(self, entry: FileEntry) -> FileInfo:
+        digest = hashlib.sha256()
+        try:
+            with open(entry.path, "rb") as handle:
+                while chunk := handle.read(1 << 20):
+                    digest.update(chunk)
+        except OSError as exc:
+            log.warning("cannot read %s: %s", entry.path, exc.strerror)
+        raw = distmeta.read_metadata(entry.path)
+        requires_python = distmeta.requires_python(raw) if raw is not None else None
+        metadata_sha = None
+        if raw is not None and entry.is_wheel:
+            metadata_sha = hashlib.sha256(raw).hexdigest()
+            if not self._write(self.metadata_path(entry), raw):
+                metadata_sha = None
+        info = FileInfo(digest.hexdigest(), requires_python, metadata_sha)
+        record = {"v": SIDECAR_VERSION, "size": entry.size, "mtime_ns": entry.mtime_ns,
+                  "sha256": info.sha256, "requires_python": requires_python,
+                  "metadata_sha256": metadata_sha}
+        self._write(self._sidecar(entry.relpath, ".json"), json.dumps(record).encode())
+        return info
+
+    def _write(self, path: str, data: bytes) -> bool:
+        tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, path)
+            return True
+        except OSError as exc:
+            log.warning("cannot write the cache file %s: %s", path, exc.strerror)
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            return False
+
+    def _forget_sidecar(self, relpath: str) -> None:
+        for suffix in (".json", ".metadata"):
+            try:
+                os.unlink(self._sidecar(relpath, suffix))
+            except OSError:
+                pass
+
+    def read_core_metadata(self, entry: FileEntry) -> bytes | None:
+        """The wheel's METADATA bytes, exactly those whose hash the index announces."""
+        self.ensure_info([entry])
+        info = entry.info
+        if info is None or info.metadata_sha256 is None:
+            return None
+        try:
+            with open(self.metadata_path(entry), "rb") as handle:
+                data = handle.read()
+        except OSError:
+            data = b""
+        if hashlib.sha256(data).hexdigest() == info.metadata_sha256:
+            return data
+        # The sidecar went away or was replaced: take the metadata from the wheel again.
+        raw = distmeta.read_metadata(entry.path)
+        if raw is not None and hashlib.sha256(raw).hexdigest() == info.metadata_sha256:
+            self._write(self.metadata_path(entry), raw)
+            return raw
+        return None

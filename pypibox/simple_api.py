@@ -1,0 +1,149 @@
+"""The simple repository API pages (PEP 503, 691, 700, 714): rendering and negotiation."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import html
+import json
+import typing as t
+from urllib.parse import quote
+
+from .index import FileEntry, Page
+
+API_VERSION = "1.1"
+JSON = "application/vnd.pypi.simple.v1+json"
+V1_HTML = "application/vnd.pypi.simple.v1+html"
+TEXT_HTML = "text/html"
+#: What each kind is sent as.
+CONTENT_TYPES = {JSON: JSON, V1_HTML: f"{V1_HTML}; charset=utf-8",
+                 TEXT_HTML: f"{TEXT_HTML}; charset=utf-8"}
+_ALIASES = {"application/vnd.pypi.simple.latest+json": JSON,
+            "application/vnd.pypi.simple.latest+html": V1_HTML}
+#: Preference when a client rates types equally: exact names favour JSON, wildcards HTML.
+_EXACT_PREF = (JSON, V1_HTML, TEXT_HTML)
+_WILD_PREF = (TEXT_HTML, JSON, V1_HTML)
+
+
+def negotiate(accept: str | None) -> str | None:
+    """The media type to send for an Accept header; None when nothing offered is acceptable."""
+    if not accept or not accept.strip():
+        return TEXT_HTML
+    best: dict[str, tuple[int, float]] = {}   # type -> (specificity, q) of the best match
+    for item in accept.split(","):
+        parts = [p.strip() for p in item.split(";")]
+        media = _ALIASES.get(parts[0].lower(), parts[0].lower())
+        if not media:
+            continue
+        q = 1.0
+        for param in parts[1:]:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = min(max(float(value.strip()), 0.0), 1.0)
+                except ValueError:
+                    q = 0.0
+        for offered in CONTENT_TYPES:
+            major = offered.split("/")[0]
+            if media == offered:
+                spec = 2
+            elif media == f"{major}/*":
+                spec = 1
+            elif media == "*/*":
+                spec = 0
+            else:
+                continue
+            if offered not in best or spec > best[offered][0] or (
+                    spec == best[offered][0] and q > best[offered][1]):
+                best[offered] = (spec, q)
+    candidates = [(q, spec, kind) for kind, (spec, q) in best.items() if q > 0]
+    if not candidates:
+        return None
+
+    def rank(item: tuple[float, int, str]) -> tuple[float, int, int]:
+        q, spec, kind = item
+        pref = _EXACT_PREF if spec == 2 else _WILD_PREF
+        return (q, spec, -pref.index(kind))
+
+    return max(candidates, key=rank)[2]
+
+
+def _page(body: bytes, kind: str) -> Page:
+    tag = {JSON: "j", V1_HTML: "v", TEXT_HTML: "h"}[kind]
+    return Page(body, f'"{hashlib.sha256(body).hexdigest()[:32]}-{tag}"')
+
+
+def upload_time(mtime_ns: int) -> str:
+    """ISO 8601 UTC with a Z, as PEP 700 asks."""
+    moment = datetime.datetime.fromtimestamp(mtime_ns / 1e9, tz=datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def file_url(entry: FileEntry) -> str:
+    """The file's URL relative to its project page, as pypiserver writes it."""
+    return "../../packages/" + quote(entry.relpath)
+
+
+def render_index(names: t.Iterable[str], kind: str) -> Page:
+    """The /simple/ page listing every project."""
+    names = sorted(names)
+    if kind == JSON:
+        data = {"meta": {"api-version": API_VERSION}, "projects": [{"name": n} for n in names]}
+        return _page(json.dumps(data, separators=(",", ":")).encode(), kind)
+    links = "".join(f'<a href="{html.escape(quote(n))}/">{html.escape(n)}</a><br>\n' for n in names)
+    body = ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            f"<meta name=\"pypi:repository-version\" content=\"{API_VERSION}\">\n"
+            "<title>Simple Index</title>\n</head>\n<body>\n<h1>Simple Index</h1>\n"
+            f"{links}</body>\n</html>\n")
+    return _page(body.encode("utf-8"), kind)
+
+
+def _versions(entries: t.Sequence[FileEntry]) -> list[str]:
+    seen: dict[str, None] = {}
+    for entry in entries:  # already in version order
+        seen.setdefault(entry.version, None)
+    return list(seen)
+
+
+def render_project(name: str, entries: t.Sequence[FileEntry], kind: str) -> Page:
+    """A project's page; every entry must have its info loaded."""
+    if kind == JSON:
+        files = []
+        for entry in entries:
+            info = entry.info
+            assert info is not None
+            item: dict[str, t.Any] = {
+                "filename": entry.filename,
+                "url": file_url(entry),
+                "hashes": {"sha256": info.sha256},
+                "size": entry.size,
+                "upload-time": upload_time(entry.mtime_ns),
+                "yanked": False,
+            }
+            if info.requires_python:
+                item["requires-python"] = info.requires_python
+            if info.metadata_sha256:
+                item["core-metadata"] = {"sha256": info.metadata_sha256}
+                item["dist-info-metadata"] = {"sha256": info.metadata_sha256}
+            files.append(item)
+        data = {"meta": {"api-version": API_VERSION}, "name": name, "files": files,
+                "versions": _versions(entries)}
+        return _page(json.dumps(data, separators=(",", ":")).encode(), kind)
+    rows = []
+    for entry in entries:
+        info = entry.info
+        assert info is not None
+        href = html.escape(f"{file_url(entry)}#sha256={info.sha256}")
+        attrs = ""
+        if info.requires_python:
+            attrs += f' data-requires-python="{html.escape(info.requires_python)}"'
+        if info.metadata_sha256:
+            value = f"sha256={info.metadata_sha256}"
+            attrs += f' data-dist-info-metadata="{value}" data-core-metadata="{value}"'
+        rows.append(f'<a href="{href}"{attrs}>{html.escape(entry.filename)}</a><br>\n')
+    title = html.escape(name)
+    body = ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            f"<meta name=\"pypi:repository-version\" content=\"{API_VERSION}\">\n"
+            f"<title>Links for {title}</title>\n</head>\n<body>\n<h1>Links for {title}</h1>\n"
+            f"{''.join(rows)}</body>\n</html>\n")
+    return _page(body.encode("utf-8"), kind)
