@@ -14,12 +14,12 @@ from pathlib import Path
 from pypiserver.backend import SimpleFileBackend
 from pypiserver.bottle_wrapper import HTTPError, request
 
+from . import validate
+
 log = logging.getLogger("pypibox.storage")
 
 TMP_PREFIX = ".upload-"
-MAX_NAME = 200
 CHUNK = 1 << 20
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.!+-]*$")
 
 
 def upload_tmp_name() -> str:
@@ -67,11 +67,34 @@ def clean_stale_uploads(root: Path, max_age: float = 24 * 3600) -> list[str]:
 
 
 def check_filename(filename: str) -> None:
-    """Refuse names that could escape the directory, hide, or not fit the file system."""
-    if len(filename) > MAX_NAME:
-        raise HTTPError(400, f"Bad filename: longer than {MAX_NAME} characters")
-    if not _SAFE_NAME.match(filename):
-        raise HTTPError(400, f"Bad filename: {filename[:MAX_NAME]!r}")
+    """Refuse names that could escape the directory, hide, not fit, or name no distribution."""
+    try:
+        validate.check_name(filename)
+    except validate.InvalidUpload as exc:
+        raise HTTPError(400, str(exc)) from None
+
+
+def check_request_complete() -> None:
+    """Refuse an upload whose request body ended early: a client that went away mid-upload.
+
+    bottle stops reading at the end of the stream and the form parser keeps what it got, so
+    the size of the body and the closing boundary of the form are checked here.
+    """
+    env = request.environ
+    expected = request.content_length
+    body = env.get("bottle.request.body")
+    if body is not None and expected >= 0:
+        where = body.tell()
+        size = body.seek(0, os.SEEK_END)
+        body.seek(where)
+        if size < expected:
+            raise HTTPError(400, f"Upload incomplete: the request body ended after {size} of "
+                                 f"{expected} bytes; nothing was stored")
+    form = env.get("_cgi.FieldStorage")
+    parts = getattr(form, "list", None) or []
+    if parts and getattr(parts[-1], "done", 1) != 1:
+        raise HTTPError(400, "Upload incomplete: the form data has no closing boundary; "
+                             "nothing was stored")
 
 
 class AtomicFileBackend(SimpleFileBackend):
@@ -86,10 +109,15 @@ class AtomicFileBackend(SimpleFileBackend):
         self.overwrite = bool(getattr(config, "overwrite", False))
 
     def exists(self, filename: str) -> bool:
+        try:
+            validate.check_name(filename)
+        except validate.InvalidUpload:
+            return False  # add_package refuses it with the reason
         return (self.roots[0] / filename).exists() or super().exists(filename)
 
     def add_package(self, filename: str, stream: t.BinaryIO) -> None:
         check_filename(filename)
+        check_request_complete()
         root = self.roots[0]
         dest = root / filename
         tmp = root / upload_tmp_name()
@@ -99,6 +127,11 @@ class AtomicFileBackend(SimpleFileBackend):
                     out.write(chunk)
                 out.flush()
                 os.fsync(out.fileno())
+            try:
+                validate.check_file(tmp, filename)
+            except validate.InvalidUpload as exc:
+                log.warning("refused an upload: %s", exc)
+                raise HTTPError(400, str(exc)) from None
             if self.overwrite:
                 os.replace(tmp, dest)
             else:

@@ -14,6 +14,7 @@ from .accounts import Accounts
 from .readpath import ReadPath
 from .settings import Settings
 from .storage import AtomicFileBackend
+from .validate import refuse_unparsable_forms
 from .welcome import WELCOME_TEMPLATE
 
 log = logging.getLogger("pypibox.webapp")
@@ -40,7 +41,9 @@ def build_pypiserver(settings: Settings, accounts: Accounts) -> WSGIApp:
     )
     config.backend = BackendProxy(AtomicFileBackend(config))
     app = pypiserver.app_from_config(config)
-    return pypiserver.setup_routes_from_config(app, config)
+    app = pypiserver.setup_routes_from_config(app, config)
+    refuse_unparsable_forms(app)
+    return app
 
 
 class _LimitedInput:
