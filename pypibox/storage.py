@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
 import re
 import socket
-import time
 import typing as t
 from pathlib import Path
 
@@ -28,39 +28,41 @@ def upload_tmp_name() -> str:
     return f"{TMP_PREFIX}{host}-{os.getpid()}-{os.urandom(6).hex()}"
 
 
-def _pid_alive(pid: int) -> bool:
+def _owner_gone(path: Path) -> bool:
+    """True if no process holds the upload's lock: its writer died (locks die with it)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
         return False
-    except PermissionError:
-        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
     return True
 
 
-def clean_stale_uploads(root: Path, max_age: float = 24 * 3600) -> list[str]:
-    """Remove temporary files of uploads whose process died (or that are very old)."""
-    host = re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:40] or "host"
+def clean_stale_uploads(root: Path) -> list[str]:
+    """Remove temporary files of uploads whose writing process is gone.
+
+    A writer holds an exclusive ``flock`` on its temporary file until the file is in place,
+    so a file nobody holds was left by a killed server. This is safe while other servers
+    share the directory, and does not depend on process ids, which a restart reuses.
+    """
     removed = []
     try:
         names = os.listdir(root)
     except OSError:
         return removed
     for name in names:
-        if not name.startswith(TMP_PREFIX):
-            continue
         path = root / name
-        parts = name[len(TMP_PREFIX):].split("-")
-        stale = False
-        if len(parts) == 3 and parts[0] == host and parts[1].isdigit():
-            stale = not _pid_alive(int(parts[1])) or int(parts[1]) == os.getpid()
-        try:
-            stale = stale or time.time() - path.stat().st_mtime > max_age
-            if stale:
+        if name.startswith(TMP_PREFIX) and _owner_gone(path):
+            try:
                 path.unlink()
                 removed.append(name)
-        except OSError:
-            continue
+            except OSError:
+                continue
     if removed:
         log.warning("removed %d unfinished upload(s) left by a stopped server", len(removed))
     return removed
@@ -122,28 +124,31 @@ class AtomicFileBackend(SimpleFileBackend):
         dest = root / filename
         tmp = root / upload_tmp_name()
         try:
+            # The lock is held until the file is in place: see clean_stale_uploads.
             with open(tmp, "xb") as out:
-                for chunk in iter(lambda: stream.read(CHUNK), b""):
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            try:
-                validate.check_file(tmp, filename)
-            except validate.InvalidUpload as exc:
-                log.warning("refused an upload: %s", exc)
-                raise HTTPError(400, str(exc)) from None
-            if self.overwrite:
-                os.replace(tmp, dest)
-            else:
+                fcntl.flock(out.fileno(), fcntl.LOCK_EX)
                 try:
-                    os.link(tmp, dest)
-                except FileExistsError:
-                    raise _exists_error(filename) from None
-            _fsync_dir(root)
+                    for chunk in iter(lambda: stream.read(CHUNK), b""):
+                        out.write(chunk)
+                    out.flush()
+                    os.fsync(out.fileno())
+                    try:
+                        validate.check_file(tmp, filename)
+                    except validate.InvalidUpload as exc:
+                        log.warning("refused an upload: %s", exc)
+                        raise HTTPError(400, str(exc)) from None
+                    if self.overwrite:
+                        os.replace(tmp, dest)
+                    else:
+                        try:
+                            os.link(tmp, dest)
+                        except FileExistsError:
+                            raise _exists_error(filename) from None
+                    _fsync_dir(root)
+                finally:
+                    tmp.unlink(missing_ok=True)
         except OSError as exc:
             raise _storage_error(exc) from exc
-        finally:
-            tmp.unlink(missing_ok=True)
 
 
 def _exists_error(filename: str) -> HTTPError:
