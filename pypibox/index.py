@@ -27,8 +27,9 @@ from . import distmeta
 log = logging.getLogger("pypibox.index")
 
 STATE_DIR = ".pypibox"
-#: A directory whose mtime is this close to the time we listed it may change again within
-#: the file system's timestamp granularity; it is listed again at the next periodic check.
+#: A directory whose mtime (or one of whose files' mtime) is this close to the time we
+#: listed it may still change unseen (timestamp granularity, a copy in progress): it is
+#: listed again at each periodic check until it has been quiet that long.
 RACY_NS = 1_000_000_000
 SIDECAR_VERSION = 1
 #: The media types a page is cached in (see simple_api).
@@ -141,12 +142,8 @@ class PackageIndex:
 
     def touch(self) -> None:
         """Record a change made by this process: every worker sees it at its next request."""
-        try:
-            os.makedirs(self.state_dir, exist_ok=True)
-            with open(self.stamp_path, "w") as handle:
-                handle.write(f"{time.time_ns()} {os.getpid()}\n")
-        except OSError as exc:
-            log.warning("cannot write %s: %s", self.stamp_path, exc.strerror)
+        # A new inode each time: a change even within one tick of the file system clock.
+        self._write(self.stamp_path, f"{time.time_ns()} {os.getpid()}\n".encode())
         self.refresh(force=True)
 
     def _update(self) -> None:
@@ -207,6 +204,8 @@ class PackageIndex:
                 st = item.stat()
             except OSError:
                 continue
+            if listed_at - st.st_mtime_ns < RACY_NS:
+                state.racy = True  # still being written, perhaps: look again next time
             guess = guess_pkgname_and_version(item.name)
             if guess is None:
                 continue

@@ -123,8 +123,9 @@ def render_project(name: str, entries: t.Sequence[FileEntry], kind: str) -> Page
             if info.requires_python:
                 item["requires-python"] = info.requires_python
             if info.metadata_sha256:
+                # Only the PEP 714 name in JSON: pip 22.3 to 23.1 crash on the JSON
+                # "dist-info-metadata" key (the reason PEP 714 renamed it).
                 item["core-metadata"] = {"sha256": info.metadata_sha256}
-                item["dist-info-metadata"] = {"sha256": info.metadata_sha256}
             files.append(item)
         data = {"meta": {"api-version": API_VERSION}, "name": name, "files": files,
                 "versions": _versions(entries)}
