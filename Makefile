@@ -15,6 +15,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PYTEST_ARGS ?=
 BACKUP ?= pypi-backup.tar.gz
+PYPI_UID ?= 9898
+DURATION ?= 120
 # Server settings passed to the container by `make run` when set (README lists them all).
 RUN_VARS = PYPI_AUTHENTICATE PYPI_OVERWRITE PYPI_FALLBACK PYPI_FALLBACK_URL PYPI_WORKERS \
 	PYPI_THREADS PYPI_MAX_UPLOAD_SIZE PYPI_LOG_LEVEL
@@ -30,7 +32,7 @@ HAVE_DOCKER = $(shell command -v $(DOCKER) 2>/dev/null)
 NEED_DOCKER = $(if $(HAVE_DOCKER),,$(error '$@' needs Docker ($(DOCKER) not found on PATH); 'make dev' runs without it))
 
 .PHONY: help build volumes accounts run stop logs status clean clean-volumes dev venv \
-	test test-env lint lock backup restore
+	test test-env lint lock backup restore soak
 
 help: ## List the targets
 	@echo "make <target>   (index at http://localhost:$(PORT)/ after 'make run')"
@@ -111,3 +113,34 @@ lint: test-env ## Dockerfile linter and shellcheck
 
 lock: ## Recompile requirements*.lock from requirements*.in (needs uv)
 	$(PYTHON) scripts/lock.py
+
+soak: test-env ## Load test on 127.0.0.1: 32 connections for DURATION seconds (default 120)
+	PYTHONPATH=$(CURDIR) $(VENV)/bin/python scripts/soak.py --duration $(DURATION)
+
+backup: ## Stream the pypi volume into BACKUP (a .tar.gz here; works with a remote engine)
+	$(NEED_DOCKER)
+	@$(DOCKER) volume inspect $(VOLUME) >/dev/null 2>&1 \
+		|| { echo "No volume $(VOLUME): nothing to back up." >&2; exit 1; }
+	@$(DOCKER) run --rm -v $(VOLUME):/data/packages:ro --network none --entrypoint tar \
+		$(IMAGE) -czf - -C /data/packages . >"$(BACKUP).part" \
+		|| { rm -f "$(BACKUP).part"; echo "Backup failed; nothing written to $(BACKUP)." >&2; exit 1; }
+	@mv -f "$(BACKUP).part" "$(BACKUP)"
+	@echo "Volume $(VOLUME) saved to $(BACKUP) ($$(wc -c <"$(BACKUP)") bytes)."
+
+restore: ## Stream BACKUP into the pypi volume (refused if it has packages unless FORCE=yes)
+	$(NEED_DOCKER)
+	@test -f "$(BACKUP)" || { echo "No backup file $(BACKUP) (make restore BACKUP=<file>)." >&2; exit 1; }
+	@gzip -t "$(BACKUP)" || { echo "$(BACKUP) is not a gzip file." >&2; exit 1; }
+	@if [ -n "$$($(DOCKER) ps -q --filter name=^/$(CONTAINER)$$)" ]; then \
+		echo "Container $(CONTAINER) is running: 'make stop' first, then restore." >&2; exit 1; fi
+	@$(DOCKER) volume create $(VOLUME) >/dev/null
+	@n=$$($(DOCKER) run --rm -v $(VOLUME):/data/packages:ro --network none --entrypoint sh \
+		$(IMAGE) -c 'find /data/packages -mindepth 1 -maxdepth 1 ! -name .pypibox | wc -l') \
+		|| exit 1; \
+	if [ "$$n" != 0 ] && [ "$(FORCE)" != yes ]; then \
+		echo "Volume $(VOLUME) already holds $$n entries; 'make restore FORCE=yes' restores over them." >&2; \
+		exit 1; fi
+	@$(DOCKER) run --rm -i -v $(VOLUME):/data/packages --network none --user 0 --entrypoint sh \
+		$(IMAGE) -c 'tar -xzf - -C /data/packages && chown -R $(PYPI_UID):$(PYPI_UID) /data/packages' \
+		<"$(BACKUP)"
+	@echo "Restored $(BACKUP) into volume $(VOLUME) (owner uid $(PYPI_UID))."
