@@ -425,3 +425,115 @@ def test_remove_pkg_and_upload_are_visible_at_once_on_every_worker(server_factor
         page = srv.get("/simple/gone-soon/").text
         assert goes.name not in page and keep.name in page
         assert srv.get(f"/packages/nested/{goes.name}").status == 404
+
+
+# -- what metadata files save ------------------------------------------------------------
+class CountingProxy:
+    """A TCP relay on 127.0.0.1 that counts the bytes the server sends back."""
+
+    def __init__(self, port: int) -> None:
+        import socket
+        import threading
+
+        self.target = port
+        self.sent = 0
+        self._lock = threading.Lock()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
+
+    def _pipe(self, src, dst, count: bool) -> None:
+        import socket
+
+        try:
+            while data := src.recv(65536):
+                if count:
+                    with self._lock:
+                        self.sent += len(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def resolve_bytes(port: int, tmp_path: Path, tag: str) -> tuple[int, int]:
+    """Bytes sent for `uv pip compile` and for `pip install --dry-run` of tree-top."""
+    sent = []
+    for client in ("uv", "pip"):
+        proxy = CountingProxy(port)
+        index = f"http://127.0.0.1:{proxy.port}/simple/"
+        try:
+            if client == "uv":
+                req = tmp_path / "requirements.in"
+                req.write_text("tree-top\n")
+                result = uv("pip", "compile", str(req), "--index-url", index, "--no-header",
+                            "--cache-dir", str(tmp_path / f"uv-cache-{tag}"), "--quiet",
+                            "--python", sys.executable)
+            else:
+                result = run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-cache-dir",
+                              "--ignore-installed", "--index-url", index, "tree-top"])
+            assert result.returncode == 0, result.stdout + result.stderr
+            assert "tree-leaf" in result.stdout.replace("_", "-")
+            sent.append(proxy.sent)
+        finally:
+            proxy.close()
+    return sent[0], sent[1]
+
+
+def test_metadata_files_spare_uv_the_wheels(server_factory, tmp_path):
+    """The README's measurement: bytes sent to resolve a tree of 5 wheels of 500 KB."""
+    from conftest import free_port
+
+    srv = server_factory(PYPI_FALLBACK="off")
+    tree(srv.packages, payload=os.urandom(500_000))
+    ours, ours_pip = resolve_bytes(srv.port, tmp_path, "ours")
+
+    # The same tree behind stock pypiserver, which announces no metadata files.
+    stock_port = free_port()
+    stock = subprocess.Popen(
+        [sys.executable, "-m", "pypiserver", "run", "-p", str(stock_port), "-i", "127.0.0.1",
+         "-a", ".", "-P", ".", "--disable-fallback", str(srv.packages)],
+        env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if http("GET", f"http://127.0.0.1:{stock_port}/simple/", timeout=2).status == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "stock pypiserver did not start"
+            time.sleep(0.2)
+        without, without_pip = resolve_bytes(stock_port, tmp_path, "stock")
+    finally:
+        stock.terminate()
+        stock.wait(10)
+    wheel_bytes = sum(p.stat().st_size for p in srv.packages.glob("*.whl"))
+    print(f"\n5 wheels of {wheel_bytes} bytes in all. uv pip compile: pypibox sent {ours} bytes,"
+          f" stock pypiserver {without}; pip install --dry-run: pypibox {ours_pip},"
+          f" stock pypiserver {without_pip}")
+    assert ours < without and ours_pip < without_pip
+    assert max(ours, ours_pip) < 100_000  # pages and metadata files only, never a 500 KB wheel
