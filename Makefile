@@ -32,7 +32,7 @@ HAVE_DOCKER = $(shell command -v $(DOCKER) 2>/dev/null)
 NEED_DOCKER = $(if $(HAVE_DOCKER),,$(error '$@' needs Docker ($(DOCKER) not found on PATH); 'make dev' runs without it))
 
 .PHONY: help build volumes accounts run stop logs status clean clean-volumes dev venv \
-	test test-env lint lock backup restore soak
+	test test-env lint lock backup restore soak bench
 
 help: ## List the targets
 	@echo "make <target>   (index at http://localhost:$(PORT)/ after 'make run')"
@@ -106,6 +106,9 @@ test-env: $(VENV)/.test-installed
 
 test: test-env ## Run the whole test suite
 	PYTHONPATH=$(CURDIR) $(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+bench: test-env ## Benchmark against nginx and stock pypiserver (ARGS=...)
+	$(VENV)/bin/python bench/run.py $(ARGS)
 
 lint: test-env ## Dockerfile linter and shellcheck
 	$(VENV)/bin/hadolint Dockerfile auth/Dockerfile

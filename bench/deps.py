@@ -1,0 +1,72 @@
+"""What the benchmark needs on the machine: nginx and wrk (apt), stock pypiserver (a venv)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from .servers import BENCH, clean_env
+
+STOCK_REQUIREMENTS = BENCH / "requirements-stock.txt"
+STOCK_VENV = BENCH / ".venv-stock"
+
+
+def ensure_tools() -> None:
+    """apt-get install nginx and wrk when missing (apt-get update first)."""
+    missing = []
+    if not shutil.which("nginx") and not Path("/usr/sbin/nginx").exists():
+        missing.append("nginx-light")
+    if not shutil.which("wrk"):
+        missing.append("wrk")
+    if not missing:
+        return
+    if not shutil.which("apt-get"):
+        sys.exit(f"bench: missing {', '.join(missing)} and no apt-get to install them")
+    print(f"bench: installing {' '.join(missing)} with apt-get", flush=True)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
+    res = subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
+                         env=env)
+    if res.returncode != 0 and "nginx-light" in missing:
+        missing[missing.index("nginx-light")] = "nginx"
+        subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
+                       check=True, env=env)
+    elif res.returncode != 0:
+        sys.exit("bench: apt-get install failed")
+    os.environ["PATH"] = os.environ.get("PATH", "") + ":/usr/sbin"
+
+
+def ensure_stock_venv() -> Path:
+    """bench/.venv-stock with requirements-stock.txt, from PyPI with pip's config ignored."""
+    stamp = STOCK_VENV / ".installed"
+    want = hashlib.sha256(STOCK_REQUIREMENTS.read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text().strip() == want:
+        return STOCK_VENV
+    print(f"bench: installing stock pypiserver into {STOCK_VENV}", flush=True)
+    if STOCK_VENV.exists():
+        shutil.rmtree(STOCK_VENV)
+    subprocess.run([sys.executable, "-m", "venv", str(STOCK_VENV)], check=True)
+    subprocess.run([str(STOCK_VENV / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
+                    "-r", str(STOCK_REQUIREMENTS)], check=True, env=clean_env())
+    stamp.write_text(want + "\n")
+    return STOCK_VENV
+
+
+def versions(stock_venv: Path) -> dict[str, str]:
+    """Versions of what is measured, for the record."""
+    def first_line(cmd: list[str]) -> str:
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        return ((out.stdout or out.stderr).strip().splitlines() or ["?"])[0]
+
+    freeze = subprocess.run([str(stock_venv / "bin" / "pip"), "freeze", "--disable-pip-version-check"],
+                            capture_output=True, text=True, env=clean_env()).stdout.split()
+    return {
+        "nginx": first_line(["nginx", "-v"]),
+        "wrk": first_line(["wrk", "-v"]),
+        "stock": " ".join(p for p in freeze if p.split("==")[0].lower() in
+                          ("pypiserver", "gunicorn", "gevent", "passlib", "bcrypt", "watchdog")),
+    }
