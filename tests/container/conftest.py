@@ -29,6 +29,7 @@ from .standin import provide_bases
 _RUN = os.environ.get("PYTEST_XDIST_TESTRUNUID") or uuid.uuid4().hex
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
 SHARED = Path(tempfile.gettempdir()) / f"pypibox-engine-{_RUN[:12]}"
+_REPORT: list[str] = []
 
 
 @contextmanager
@@ -58,14 +59,16 @@ def pytest_configure(config):
         (SHARED / "alive" / f"{_WORKER}-{os.getpid()}").touch()
 
 
-def pytest_unconfigure(config):
-    """The last process to leave stops the engine and removes everything it made."""
+def pytest_sessionfinish(session):
+    """The last process to leave stops the engine and removes everything it made (here, not
+    in pytest_unconfigure: xdist may end a worker soon after its session finishes)."""
     if not SHARED.exists():
         return
     with _locked():
         (SHARED / "alive" / f"{_WORKER}-{os.getpid()}").unlink(missing_ok=True)
         if any((SHARED / "alive").iterdir()):
             return
+        _REPORT.extend((_state() or {}).get("report", []))
         if (SHARED / "engine").exists():
             forced = _engine().stop()
             if forced:
@@ -74,10 +77,11 @@ def pytest_unconfigure(config):
 
 
 def pytest_terminal_summary(terminalreporter):
-    state = _state() if SHARED.exists() else None
-    if state and state.get("report"):
+    """Sizes and build times, when this process ran the engine (without xdist; with it, the
+    first container test prints them and ``-rA`` shows them)."""
+    if _REPORT:
         terminalreporter.write_sep("-", "container images")
-        for line in state["report"]:
+        for line in _REPORT:
             terminalreporter.write_line(line)
 
 
