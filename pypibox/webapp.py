@@ -131,15 +131,18 @@ class Guard:
     def __call__(self, environ: Environ, start_response: StartResponse) -> t.Iterable[bytes]:
         if environ.get("REQUEST_METHOD") == "POST":
             length = environ.get("CONTENT_LENGTH") or ""
+            too_large = f"Upload refused: larger than the limit of {self.max_upload} bytes"
             if length.isdigit() and int(length) > self.max_upload:
-                return _plain(start_response, "413 Payload Too Large",
-                              f"Upload refused: larger than the limit of {self.max_upload} bytes")
+                return _plain(start_response, f"413 {too_large}", too_large)
+            if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+                # bottle cannot read a chunked body; say so instead of a parse error.
+                text = "Upload refused: send a Content-Length (chunked bodies are not supported)"
+                return _plain(start_response, f"411 {text}", text)
             environ["wsgi.input"] = _LimitedInput(environ["wsgi.input"], self.max_upload)
             try:
                 return self.explained(environ, start_response)
             except UploadTooLarge:
-                return _plain(start_response, "413 Payload Too Large",
-                              f"Upload refused: larger than the limit of {self.max_upload} bytes")
+                return _plain(start_response, f"413 {too_large}", too_large)
         return self.inner(environ, start_response)
 
 
