@@ -37,7 +37,7 @@ PAGE_KINDS = ("application/vnd.pypi.simple.v1+json", "application/vnd.pypi.simpl
               "text/html")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FileInfo:
     """What is known about a file's content: computed once per (size, mtime)."""
 
@@ -46,7 +46,7 @@ class FileInfo:
     metadata_sha256: str | None
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class FileEntry:
     """One distribution file of the packages directory."""
 
