@@ -312,3 +312,71 @@ def test_protected_uv_with_credentials_in_the_url(protected, tmp_path):
     result = uv_sh(f"uv pip install --index-url {authed(protected)} pbx-dep", tmp_path, tmp_path)
     assert result.returncode == 0, out(result)
     assert "+ pbx-dep==1.0" in out(result)
+
+
+# --- the public index, dependency confusion and the fallback ---------------------------------
+
+@pytest.fixture(scope="module")
+def public_and_private(tmp_path_factory):
+    """A stand-in for the public index (PYPI_FALLBACK=off) and a private index whose fallback
+    points at it. The public one also has a higher version of the private project's name."""
+    base = tmp_path_factory.mktemp("confusion")
+    public = make_server(base, {"alice": PASSWORD}, PYPI_FALLBACK="off").start()
+    private = make_server(base, {"alice": PASSWORD},
+                          PYPI_FALLBACK_URL=public.url + "/simple/").start()
+    upload(private, [make_wheel(base / "private", "pbx-internal", "1.0")])
+    upload(public, [make_wheel(base / "public", "pbx-internal", "9.0"),
+                    make_wheel(base / "public", "pbx-public-only", "1.0")])
+    yield public, private
+    public.stop()
+    private.stop()
+
+
+def test_fallback_redirects_unknown_projects_and_off_gives_404(index, public_and_private):
+    moved = index.get("/simple/pbx-not-here/")  # default settings
+    assert moved.status == 303
+    assert moved.headers["location"] == "https://pypi.org/simple/pbx-not-here/"
+    assert index.get("/simple/pbx-dep/").status == 200  # names it holds are served, never moved
+
+    public, private = public_and_private
+    assert private.get("/simple/pbx-public-only/").headers["location"] == \
+        f"{public.url}/simple/pbx-public-only/"  # PYPI_FALLBACK_URL
+    assert public.get("/simple/pbx-not-here/").status == 404  # PYPI_FALLBACK=off
+
+
+def test_extra_index_url_lets_the_public_index_win(public_and_private, venv, tmp_path):
+    """pip.conf's extra-index-url: pip takes the highest version from any index."""
+    public, private = public_and_private
+    result = pip(venv, tmp_path, f"--index-url {public.url}/simple/ "
+                                 f"--extra-index-url {private.url}/simple/ pbx-internal")
+    assert result.returncode == 0, out(result)
+    assert installed(venv)["pbx-internal"] == "9.0"  # the attacker's
+
+
+def test_index_url_with_fallback_keeps_private_names_private(public_and_private, venv, tmp_path):
+    public, private = public_and_private
+    ours = pip(venv, tmp_path, f"--index-url {private.url}/simple/ pbx-internal")
+    assert ours.returncode == 0, out(ours)
+    assert installed(venv)["pbx-internal"] == "1.0"
+    theirs = pip(venv, tmp_path, f"--index-url {private.url}/simple/ pbx-public-only")
+    assert theirs.returncode == 0, out(theirs)  # redirected to the public index
+    assert f"{public.url}/packages/pbx_public_only-1.0-py3-none-any.whl" in out(theirs)
+    assert installed(venv)["pbx-public-only"] == "1.0"
+
+
+def test_uv_first_index_strategy_keeps_private_names_private(public_and_private, tmp_path):
+    public, private = public_and_private
+    project = uv_project(tmp_path / "app", (
+        "[[tool.uv.index]]\n"
+        'name = "private"\n'
+        f'url = "{private.url}/simple/"\n\n'
+        "[[tool.uv.index]]\n"
+        'name = "public"\n'
+        f'url = "{public.url}/simple/"\n'
+        "default = true\n"), ("pbx-internal", "pbx-public-only"))
+    locked = uv_sh("uv lock", project, tmp_path)
+    assert locked.returncode == 0, out(locked)
+    lock = (project / "uv.lock").read_text()
+    assert f"{private.url}/packages/pbx_internal-1.0-py3-none-any.whl" in lock
+    assert "pbx_internal-9.0" not in lock
+    assert "pbx_public_only-1.0-py3-none-any.whl" in lock
