@@ -1,6 +1,7 @@
-"""The page shown at ``/``: how to upload to and install from this index."""
+"""The page shown at ``/``: how to upload to and install from this index, with its own URLs."""
 
-# A bottle SimpleTemplate; pypiserver fills in URL, SIMPLE, PACKAGES, NUMPKGS and VERSION.
+# A bottle SimpleTemplate; pypiserver fills in URL (this server, ending in /), SIMPLE and
+# PACKAGES (paths), NUMPKGS (files held) and VERSION. {{...}} escapes HTML, so <username> shows.
 WELCOME_TEMPLATE = """<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -8,23 +9,54 @@ WELCOME_TEMPLATE = """<!DOCTYPE html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Private Python package index</title>
 <style>
-body { font-family: system-ui, sans-serif; max-width: 52rem; margin: 2rem auto; padding: 0 1rem;
-       color: #1d2330; line-height: 1.5; }
-pre { background: #f3f5f8; border: 1px solid #d9dee7; padding: .75rem 1rem; overflow-x: auto; }
+body { font-family: system-ui, sans-serif; max-width: 56rem; margin: 1.5rem auto; padding: 0 1rem;
+       color: #1d2330; line-height: 1.45; }
+h1 { margin-bottom: .25rem; }
+h2 { margin-top: 1.5rem; border-bottom: 1px solid #d9dee7; }
+pre { background: #f3f5f8; border: 1px solid #d9dee7; padding: .5rem .75rem; overflow-x: auto;
+      margin: .4rem 0; }
 code { font-family: ui-monospace, monospace; }
-.count { font-size: 1.25rem; }
+.count { font-size: 1.2rem; margin-top: 0; }
+.urls td { padding: .1rem 1rem .1rem 0; }
+.note { color: #4a5263; font-size: .95rem; }
+.cols { display: grid; grid-template-columns: 1fr 1fr; gap: 0 1.5rem; }
 </style>
 </head>
 <body>
 <h1>Private Python package index</h1>
-<p class="count" id="count">This index holds <strong>{{NUMPKGS}}</strong> package files.</p>
-<p>Browse the <a href="{{SIMPLE}}">simple index</a> or <a href="{{PACKAGES}}">all files</a>.</p>
+<p class="count" id="count">This index holds <strong id="numpkgs">{{NUMPKGS}}</strong> package files.
+Browse the <a href="{{SIMPLE}}">simple index</a> or <a href="{{PACKAGES}}">all files</a>.</p>
+<table class="urls">
+<tr><td>Install from (pip, uv)</td><td><code id="index-url">{{URL}}simple/</code></td></tr>
+<tr><td>Upload to (twine, uv, hatch)</td><td><code id="upload-url">{{URL}}</code></td></tr>
+</table>
 
 <h2>Install from it</h2>
-<p>Put this in <code>~/.config/pip/pip.conf</code>:</p>
+<div class="cols">
+<div>
+<p>pip: put this in <code>~/.config/pip/pip.conf</code></p>
 <pre id="pipconf">[global]
-extra-index-url = {{URL}}simple/</pre>
-<p>or once: <code>pip install --index-url {{URL}}simple/ &lt;package&gt;</code></p>
+index-url = {{URL}}simple/</pre>
+</div>
+<div>
+<p>uv: put this in your project's <code>pyproject.toml</code></p>
+<pre id="uvindex">[[tool.uv.index]]
+name = "private"
+url = "{{URL}}simple/"</pre>
+</div>
+</div>
+<p>or once:</p>
+<pre id="pip-once">pip install --index-url {{URL}}simple/ &lt;package&gt;</pre>
+<pre id="uv-once">uv pip install --index-url {{URL}}simple/ &lt;package&gt;</pre>
+<p class="note">Projects this index does not hold are sent on to the public index, unless the
+administrator turned that off. Prefer <code>index-url</code> to <code>extra-index-url</code>: with
+<code>extra-index-url</code> pip takes the highest version from any index, so a public package with
+the name of a private one and a higher version would win.</p>
+<p>If downloads need a password, give it in the URL, or in <code>~/.netrc</code> (pip and uv read it):</p>
+<pre id="pip-auth">pip install --index-url {{URL.replace("://", "://<username>:<password>@", 1)}}simple/ &lt;package&gt;</pre>
+<pre id="netrc">machine {{URL.split("/")[2].rsplit(":", 1)[0]}}
+login &lt;username&gt;
+password &lt;password&gt;</pre>
 
 <h2>Upload to it</h2>
 <p>Put this in <code>~/.pypirc</code>:</p>
@@ -36,8 +68,12 @@ index-servers =
 repository = {{URL}}
 username = &lt;username&gt;
 password = &lt;password&gt;</pre>
-<p>then <code>twine upload -r local dist/*</code>.</p>
-<p><small>pypiserver {{VERSION}}</small></p>
+<p>then, from the folder holding <code>dist/</code>, one of:</p>
+<pre id="twine">twine upload -r local dist/*</pre>
+<pre id="uv-publish">uv publish --publish-url {{URL}} --username &lt;username&gt; --password &lt;password&gt;</pre>
+<pre id="hatch-publish">hatch publish -r {{URL}} -u &lt;username&gt; -a &lt;password&gt; dist/*</pre>
+<p class="note">A file that is already here is refused: give each upload a new version.</p>
+<p class="note"><small>pypiserver {{VERSION}}</small></p>
 </body>
 </html>
 """
