@@ -127,10 +127,23 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, filename: str) -> b
 
 
 def _open_zip(path: Path, filename: str) -> zipfile.ZipFile:
+    """Open the zip and check every member's CRC (bounded against zip bombs)."""
     try:
-        return zipfile.ZipFile(path)
+        zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError):
         raise InvalidUpload(f"Bad upload: {filename} is not a valid zip archive") from None
+    budget = path.stat().st_size * MAX_EXPANSION + (64 << 20)
+    if sum(i.file_size for i in zf.infolist()) > budget:
+        zf.close()
+        raise InvalidUpload(f"Bad upload: {filename} expands too much to be a distribution")
+    try:
+        bad = zf.testzip()
+    except Exception:  # zlib and zipfile raise many kinds for a damaged member
+        bad = "?"
+    if bad is not None:
+        zf.close()
+        raise InvalidUpload(f"Bad upload: {filename} is a damaged zip archive")
+    return zf
 
 
 def _check_wheel(path: Path, filename: str, dist: DistName) -> None:

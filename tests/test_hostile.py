@@ -49,6 +49,7 @@ def dists(tmp_path_factory) -> dict[str, bytes]:
         "wheel": make_wheel(d / "w", "victim", "1.0").read_bytes(),
         "other_wheel": make_wheel(d / "o", "other-project", "1.0").read_bytes(),
         "wheel_v2": make_wheel(d / "v", "victim", "2.0").read_bytes(),
+        "wheel_payload": make_wheel(d / "p", "victim", "1.0", payload=b"x" * 100_000).read_bytes(),
         "sdist": make_sdist(d / "s", "victim", "1.0").read_bytes(),
         "other_sdist": make_sdist(d / "os", "other-project", "1.0").read_bytes(),
     }
@@ -201,6 +202,7 @@ CASES = [
     Case("wheel-not-a-zip", lambda d: upload(WHL, b"PK\x03\x04 this is not a zip" * 100)),
     Case("wheel-is-a-sdist", lambda d: upload(WHL, d["sdist"])),
     Case("wheel-without-metadata", lambda d: upload(WHL, zip_of({"victim/__init__.py": b""}))),
+    Case("wheel-damaged-inside", lambda d: upload(WHL, flip(d["wheel_payload"], b"payload.bin", 300))),
     Case("wheel-truncated", lambda d: upload(WHL, d["wheel"][: len(d["wheel"]) // 2])),
     Case("gzip-not-a-tar", lambda d: upload("victim-1.0.tar.gz", gzip_of(b"plain text " * 500))),
     Case("tar-gz-not-gzip", lambda d: upload("victim-1.0.tar.gz", b"\x1f\x8b but not gzip")),
@@ -264,6 +266,13 @@ CASES = [
     Case("get-own-log", lambda d: request("GET", "/packages/../server.log"), (400, 404)),
     Case("get-htpasswd", lambda d: request("GET", "/packages/%2e%2e/auth/htpasswd"), (400, 404)),
 ]
+
+
+def flip(data: bytes, after: bytes, offset: int) -> bytes:
+    """``data`` with one byte inverted ``offset`` bytes after the first ``after``."""
+    out = bytearray(data)
+    out[data.index(after) + offset] ^= 0xFF
+    return bytes(out)
 
 
 def zip_of(files: dict[str, bytes]) -> bytes:
