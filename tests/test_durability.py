@@ -291,7 +291,7 @@ def test_accounts_on_a_read_only_mount_are_read_but_never_written(tmp_path, stop
         auth_dir.chmod(0o755)
 
 
-def test_deleting_the_htpasswd_keeps_the_last_good_accounts(server, tmp_path):
+def test_deleting_or_breaking_the_htpasswd_keeps_the_last_good_accounts(server, tmp_path):
     first = make_wheel(tmp_path / "1", "kept-accounts", "1.0")
     assert upload(server, first) == 200
     server.htpasswd.unlink()
@@ -304,5 +304,11 @@ def test_deleting_the_htpasswd_keeps_the_last_good_accounts(server, tmp_path):
     assert wrong.status == 403
     for path in ("/", "/simple/", "/simple/kept-accounts/", f"/packages/{first.name}", "/health"):
         assert server.get(path).status == 200, path
+    # A file that comes back broken is not taken either.
+    server.htpasswd.write_text("this is not an htpasswd line\n")
+    time.sleep(1.2)
+    third = make_wheel(tmp_path / "3", "kept-accounts", "1.2")
+    assert upload(server, third) == 200
+    assert server.get("/simple/kept-accounts/").status == 200
     assert "Traceback" not in server.logtext()
     assert "keeping the last good accounts" in server.logtext()
