@@ -8,7 +8,7 @@ from typing import Any
 from .workloads import Workload
 
 MB = 1024 * 1024
-FIELDS = ("rps", "p50_ms", "p99_ms", "errors", "rss", "seconds")
+FIELDS = ("rps", "p50_ms", "p99_ms", "errors", "rss", "seconds", "cpu_us")
 Rounds = dict[str, dict[str, list[dict[str, Any]]]]   # workload -> server -> per-round figures
 
 
@@ -40,7 +40,7 @@ def add_ratios(med: dict[str, dict[str, dict[str, Any]]], workloads: list[Worklo
         nginx = med.get(wl.ref, {}).get("nginx", {})
         stock = row.get("stock", {})
         for server, fig in row.items():
-            for name in ("rps", "p50_ms", "p99_ms", "rss", "seconds"):
+            for name in ("rps", "p50_ms", "p99_ms", "rss", "seconds", "cpu_us"):
                 if server != "nginx":
                     fig[f"{name}_vs_nginx"] = ratio(fig.get(name), nginx.get(name))
                 if server == "pypibox":
@@ -118,47 +118,38 @@ def _cell(fig: dict, name: str, server: str, text: str) -> str:
 
 def table(med: dict[str, dict[str, dict[str, Any]]], workloads: list[Workload]) -> str:
     """Markdown tables: the HTTP workloads, then the end-to-end clients."""
-    head = ("| workload | server | req/s | p50 | p99 | errors | peak RSS |\n"
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: |\n")
+    head = ("| workload | server | req/s | p50 | p99 | errors | peak RSS | CPU/req |\n"
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
     lines: list[str] = []
     e2e: list[str] = []
     for wl in workloads:
         first = True
         for server in ("nginx", "stock", "pypibox"):
             fig = med.get(wl.key, {}).get(server)
-            label = wl.label if first else ""
+            name = server
+            if fig is None and server == "nginx" and wl.nginx_ref:
+                fig, name = med.get(wl.ref, {}).get("nginx"), f"nginx (ref: {wl.ref})"
             if fig is None:
-                if server == "nginx" and wl.nginx_ref:
-                    fig = med.get(wl.ref, {}).get("nginx")
-                    if fig is None:
-                        continue
-                    row = (f"| {label} | nginx (ref: {wl.ref}) | {_num(fig['rps'])} | "
-                           f"{_num(fig['p50_ms'], ' ms', 2)} | {_num(fig['p99_ms'], ' ms', 2)} | "
-                           f"{_int(fig['errors'])} | {_num((fig['rss'] or 0) / MB, ' MB', 1)} |")
-                    (e2e if wl.kind != "wrk" else lines).append(row)
-                    first = False
                 continue
+            label = wl.label if first else ""
             first = False
             note = f" ⚠ {fig['note']}" if fig.get("note") else ""
             rss = _cell(fig, "rss", server, _num(fig["rss"] / MB if fig.get("rss") else None, " MB", 1))
+            cpu = _cell(fig, "cpu_us", server, _num(fig.get("cpu_us"), " µs"))
+            p50 = _cell(fig, "p50_ms", server, _num(fig["p50_ms"], " ms", 2))
+            p99 = _cell(fig, "p99_ms", server, _num(fig["p99_ms"], " ms", 2))
             if wl.kind == "wrk":
-                lines.append(
-                    f"| {label} | {server}{note} | {_cell(fig, 'rps', server, _num(fig['rps']))} | "
-                    f"{_cell(fig, 'p50_ms', server, _num(fig['p50_ms'], ' ms', 2))} | "
-                    f"{_cell(fig, 'p99_ms', server, _num(fig['p99_ms'], ' ms', 2))} | "
-                    f"{_int(fig['errors'])} | {rss} |")
+                lines.append(f"| {label} | {name}{note} | {_cell(fig, 'rps', server, _num(fig['rps']))} | "
+                             f"{p50} | {p99} | {_int(fig['errors'])} | {rss} | {cpu} |")
             else:
-                e2e.append(
-                    f"| {label} | {server}{note} | "
-                    f"{_cell(fig, 'seconds', server, _num(fig['seconds'], ' s', 2))} | "
-                    f"{_cell(fig, 'rps', server, _num(fig['rps'], '/s', 1))} | "
-                    f"{_cell(fig, 'p50_ms', server, _num(fig['p50_ms'], ' ms', 2))} | "
-                    f"{_cell(fig, 'p99_ms', server, _num(fig['p99_ms'], ' ms', 2))} | "
-                    f"{_int(fig['errors'])} | {rss} |")
+                e2e.append(f"| {label} | {name}{note} | "
+                           f"{_cell(fig, 'seconds', server, _num(fig['seconds'], ' s', 2))} | "
+                           f"{_cell(fig, 'rps', server, _num(fig['rps'], '/s', 1))} | "
+                           f"{p50} | {p99} | {_int(fig['errors'])} | {rss} | {cpu} |")
     out = head + "\n".join(lines) + "\n"
     if e2e:
-        out += ("\n| end to end | server | wall time | rate | p50 | p99 | errors | peak RSS |\n"
-                "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n" + "\n".join(e2e) + "\n")
+        out += ("\n| end to end | server | wall time | rate | p50 | p99 | errors | peak RSS | CPU/item |\n"
+                "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n" + "\n".join(e2e) + "\n")
     return out
 
 

@@ -108,17 +108,21 @@ class Bench:
         if wl.accept:
             headers["Accept"] = wl.accept
         if wl.kind == "pip":
+            cpu0 = servers.tree_cpu(srv.proc.pid)
             with servers.PeakRss(srv.proc.pid) as mem:
                 res = clients.pip_download(self.python, srv.url + "/simple/",
                                            trees.small_projects(PIP_PACKAGES), self.base)
+            cpu = servers.tree_cpu(srv.proc.pid) - cpu0
             return {"rps": res.rate, "seconds": res.seconds, "errors": res.errors, "rss": mem.peak,
-                    "note": res.note or None}
+                    "cpu_us": cpu / PIP_PACKAGES * 1e6, "note": res.note or None}
         if wl.kind == "upload":
+            cpu0 = servers.tree_cpu(srv.proc.pid)
             with servers.PeakRss(srv.proc.pid) as mem:
                 res = clients.upload(srv.url, self.uploads, self.credentials, self.args.upload_conns)
+            cpu = servers.tree_cpu(srv.proc.pid) - cpu0
             return {"rps": res.rate, "seconds": res.seconds, "p50_ms": res.p50_ms,
                     "p99_ms": res.p99_ms, "errors": res.errors, "rss": mem.peak,
-                    "note": res.note or None}
+                    "cpu_us": cpu / len(self.uploads) * 1e6, "note": res.note or None}
         url = srv.url + wl.path(names)
         why = check(url, wl, headers, self.sizes)
         if why:
@@ -127,12 +131,14 @@ class Bench:
             if self.args.warmup > 0:
                 wrk.run(url, self.args.warmup, headers=headers, connections=self.args.connections)
                 check(url, wl, headers, self.sizes, timeout=300)  # waits out the warm-up's backlog
+            cpu0 = servers.tree_cpu(srv.proc.pid)
             res = wrk.run(url, self.args.duration, headers=headers, connections=self.args.connections)
+            cpu = servers.tree_cpu(srv.proc.pid) - cpu0
         if res.requests == 0:
             return {"rps": 0.0, "errors": res.errors, "rss": mem.peak,
                     "warn": f"no response completed in {self.args.duration:g} s"}
         return {"rps": res.rps, "p50_ms": res.p50_ms, "p99_ms": res.p99_ms, "errors": res.errors,
-                "rss": mem.peak, "requests": res.requests}
+                "rss": mem.peak, "requests": res.requests, "cpu_us": cpu / res.requests * 1e6}
 
     def run_round(self, number: int) -> None:
         order = list(servers.SERVERS[number % 3:] + servers.SERVERS[:number % 3])
@@ -191,7 +197,9 @@ def write(bench: Bench, info: dict[str, Any], started: str) -> str:
           f"stock: {info['versions']['stock']}.\n"
           "In cells, `(0.50x n, 12x s)` is the figure divided by nginx's and by stock "
           "pypiserver's (for auth and JSON rows nginx's reference is the plain row without "
-          "auth). Peak RSS is the sum over the server's process tree.\n\n"
+          "auth). Peak RSS is the sum over the server's process tree; CPU/req is the CPU time "
+          "(user + system) the server's process tree used during the measured load, divided by "
+          "the requests served: less sensitive to a busy machine than req/s.\n\n"
           + report.table(med, bench.workloads)
           + "\nTargets (pypibox):\n\n" + report.targets_text(checks))
     print("\n" + md)

@@ -86,6 +86,22 @@ def tree_rss(pid: int) -> int:
     return total * 1024
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and its descendants, from /proc."""
+    children = _children()
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+        todo.extend(children.get(p, []))
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 class PeakRss:
     """Samples tree_rss(pid) every ``interval`` seconds in a thread; ``peak`` after exit."""
 
