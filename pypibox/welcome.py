@@ -9,12 +9,13 @@ WELCOME_TEMPLATE = """<!DOCTYPE html>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Private Python package index</title>
 <style>
-body { font-family: system-ui, sans-serif; max-width: 56rem; margin: 1.5rem auto; padding: 0 1rem;
-       color: #1d2330; line-height: 1.45; }
-h1 { margin-bottom: .25rem; }
-h2 { margin-top: 1.5rem; border-bottom: 1px solid #d9dee7; }
-pre { background: #f3f5f8; border: 1px solid #d9dee7; padding: .5rem .75rem; overflow-x: auto;
-      margin: .4rem 0; }
+body { font-family: system-ui, sans-serif; font-size: 15px; max-width: 60rem; margin: 1rem auto;
+       padding: 0 1rem; color: #1d2330; line-height: 1.4; }
+h1 { margin: 0 0 .25rem; }
+h2 { margin: 1rem 0 .5rem; border-bottom: 1px solid #d9dee7; }
+p { margin: .4rem 0; }
+pre { background: #f3f5f8; border: 1px solid #d9dee7; padding: .4rem .75rem; overflow-x: auto;
+      margin: .3rem 0; }
 code { font-family: ui-monospace, monospace; }
 .count { font-size: 1.2rem; margin-top: 0; }
 .urls td { padding: .1rem 1rem .1rem 0; }
@@ -52,14 +53,22 @@ url = "{{URL}}simple/"</pre>
 administrator turned that off. Prefer <code>index-url</code> to <code>extra-index-url</code>: with
 <code>extra-index-url</code> pip takes the highest version from any index, so a public package with
 the name of a private one and a higher version would win.</p>
-<p>If downloads need a password, give it in the URL, or in <code>~/.netrc</code> (pip and uv read it):</p>
+<p>If downloads need a password, give it in the URL:</p>
 <pre id="pip-auth">pip install --index-url {{URL.replace("://", "://<username>:<password>@", 1)}}simple/ &lt;package&gt;</pre>
+<div class="cols">
+<p>or in <code>~/.netrc</code>, which pip and uv read (then the URLs above need no password):</p>
 <pre id="netrc">machine {{URL.split("/")[2].rsplit(":", 1)[0]}}
 login &lt;username&gt;
 password &lt;password&gt;</pre>
+</div>
 
 <h2>Upload to it</h2>
-<p>Put this in <code>~/.pypirc</code>:</p>
+<div class="cols">
+<div>
+<p>Put this in <code>~/.pypirc</code> (twine and <code>setup.py upload</code> read it):</p>
+<p class="note">Each upload needs a user name and password of this index. A file that is
+already here is refused: give each upload a new version.</p>
+</div>
 <pre id="pypirc">[distutils]
 index-servers =
   local
@@ -68,11 +77,11 @@ index-servers =
 repository = {{URL}}
 username = &lt;username&gt;
 password = &lt;password&gt;</pre>
+</div>
 <p>then, from the folder holding <code>dist/</code>, one of:</p>
 <pre id="twine">twine upload -r local dist/*</pre>
 <pre id="uv-publish">uv publish --publish-url {{URL}} --username &lt;username&gt; --password &lt;password&gt;</pre>
 <pre id="hatch-publish">hatch publish -r {{URL}} -u &lt;username&gt; -a &lt;password&gt; dist/*</pre>
-<p class="note">A file that is already here is refused: give each upload a new version.</p>
 <p class="note"><small>pypiserver {{VERSION}}</small></p>
 </body>
 </html>
