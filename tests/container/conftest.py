@@ -72,7 +72,8 @@ def pytest_sessionfinish(session):
         if (SHARED / "engine").exists():
             forced = _engine().stop()
             if forced:
-                print("\npypibox container tests: engine cleanup had to force:", *forced, sep="\n  ")
+                print("\npypibox container tests: engine cleanup had to force:", *forced,
+                      sep="\n  ")
         shutil.rmtree(SHARED, ignore_errors=True)
 
 

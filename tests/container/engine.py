@@ -127,7 +127,8 @@ class Engine:
             raise EngineUnavailable("the container tests start their own dockerd and need root")
         dockerd = shutil.which("dockerd")
         if dockerd is None or shutil.which("docker") is None:
-            raise EngineUnavailable("dockerd or docker is not installed (apt-get install docker.io)")
+            raise EngineUnavailable("dockerd or docker is not installed "
+                                    "(apt-get install docker.io)")
         self.base.mkdir(parents=True, exist_ok=True)
         (self.base / "client").mkdir(exist_ok=True)
         try:
@@ -138,13 +139,14 @@ class Engine:
         ns = f"pypibox-{self.name}"
         cmd = [dockerd, "--data-root", str(self.base / "root"),
                "--exec-root", str(self.base / "exec"), "--pidfile", str(self.base / "dockerd.pid"),
-               "--host", self.host, "--bridge", self.bridge, "--iptables=false",
+               "--host", self.host, "--bridge", self.bridge,
+               "--iptables=false", "--ip6tables=false",
                "--containerd-namespace", ns, "--containerd-plugins-namespace", ns + "-plugins"]
         if socket_gid is not None:
             cmd += ["--group", str(socket_gid)]
         with open(self.log, "ab") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True)
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
         (self.base / "started.pid").write_text(str(proc.pid))
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:

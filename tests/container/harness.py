@@ -31,7 +31,8 @@ def unique(prefix: str) -> str:
 
 def copy_repo(dest: Path) -> Path:
     """The repository as a fresh clone would have it (tracked and new, not ignored files)."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+    listed = subprocess.run(["git", "-c", "safe.directory=*", "ls-files", "-z", "--cached",
+                             "--others", "--exclude-standard"],
                             cwd=ROOT, capture_output=True, check=True).stdout.decode()
     for rel in filter(None, listed.split("\0")):
         src = ROOT / rel
@@ -43,10 +44,14 @@ def copy_repo(dest: Path) -> Path:
     return dest
 
 
+def _home_env(home: Path | None) -> dict[str, str]:
+    return {"HOME": str(home), "DOCKER_CONFIG": str(home / ".docker")} if home else {}
+
+
 def make(engine: Engine, *args: str, cwd: Path, as_user: int | None = None,
          home: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """``make args`` in ``cwd`` against the test engine; as uid/gid ``as_user`` when given."""
-    env = engine.env(**({"HOME": str(home), "DOCKER_CONFIG": str(home / ".docker")} if home else {}))
+    env = engine.env(**_home_env(home))
     cmd = ["make", "--no-print-directory", *args]
     if as_user is not None:
         cmd = ["setpriv", f"--reuid={as_user}", f"--regid={as_user}", "--clear-groups", "--", *cmd]
@@ -116,8 +121,7 @@ class Terminal:
 
 def make_terminal(engine: Engine, *args: str, cwd: Path, as_user: int | None = None,
                   home: Path | None = None) -> Terminal:
-    env = engine.env(TERM="dumb", **({"HOME": str(home), "DOCKER_CONFIG": str(home / ".docker")}
-                                     if home else {}))
+    env = engine.env(TERM="dumb", **_home_env(home))
     cmd = ["make", "--no-print-directory", *args]
     if as_user is not None:
         cmd = ["setpriv", f"--reuid={as_user}", f"--regid={as_user}", "--clear-groups", "--", *cmd]

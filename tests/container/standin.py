@@ -192,14 +192,16 @@ def provide_bases(engine: Engine, log: list[str]) -> str:
     if want is not False:
         for name in names:
             try:
-                res = engine.docker("pull", "-q", name, check=False, timeout=20 if want is None else 600)
+                res = engine.docker("pull", "-q", name, check=False,
+                                    timeout=20 if want is None else 600)
                 ok = res.returncode == 0
                 why = res.stderr.strip()
             except subprocess.TimeoutExpired:
                 ok, why = False, "timed out"
             if not ok:
                 if want:
-                    raise AssertionError(f"PYPIBOX_REAL_BASES=1 but docker pull {name} failed: {why}")
+                    raise AssertionError(
+                        f"PYPIBOX_REAL_BASES=1 but docker pull {name} failed: {why}")
                 log.append(f"bases: no registry answers ({name}: {why[:200]}); using a stand-in")
                 break
         else:

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import PASSWORD, add_user
 
-from .harness import AUTH_IMAGE, IMAGE, ROOT, copy_repo
+from .harness import AUTH_IMAGE, IMAGE, copy_repo
 from .standin import base_images
 
 pytestmark = [pytest.mark.container, pytest.mark.timeout(1200)]

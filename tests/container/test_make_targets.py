@@ -26,7 +26,8 @@ def test_help_lists_the_targets(deploy):
 def test_lifecycle_run_status_logs_stop_clean_clean_volumes(deploy, tmp_path):
     dep = deploy(start=False)
     # Tags of its own, so that `make clean` removes nothing another test uses.
-    dep.image, dep.auth_image = unique("pypibox-clean/server") + ":t", unique("pypibox-clean/auth") + ":t"
+    dep.image = unique("pypibox-clean/server") + ":t"
+    dep.auth_image = unique("pypibox-clean/auth") + ":t"
     dep.engine.docker("tag", IMAGE, dep.image)
     dep.engine.docker("tag", AUTH_IMAGE, dep.auth_image)
 
@@ -46,7 +47,8 @@ def test_lifecycle_run_status_logs_stop_clean_clean_volumes(deploy, tmp_path):
     assert status.returncode == 0, out(status)
     assert f"container {dep.container}: Up" in status.stdout and "(healthy)" in status.stdout
     assert f"127.0.0.1:{dep.port}->8080/tcp" in status.stdout
-    assert f"volume: {dep.volume}" in status.stdout and f"volume: {dep.auth_volume}" in status.stdout
+    assert f"volume: {dep.volume}" in status.stdout
+    assert f"volume: {dep.auth_volume}" in status.stdout
     logs = dep.make("logs")
     text = logs.stdout + logs.stderr
     assert logs.returncode == 0, out(logs)

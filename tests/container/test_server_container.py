@@ -31,7 +31,8 @@ def test_accounts_volume_is_read_only_even_for_root_inside(deploy):
     for user in (None, "0"):
         res = dep.exec("sh", "-c", "echo x > /data/auth/htpasswd", user=user)
         assert res.returncode != 0
-        assert "Read-only file system" in res.stderr or "Permission denied" in res.stderr, res.stderr
+        assert "Read-only file system" in res.stderr or "Permission denied" in res.stderr, \
+            res.stderr
     res = dep.exec("sh", "-c", "touch /data/auth/new", user="0")
     assert res.returncode != 0 and "Read-only file system" in res.stderr, res.stderr
     assert dep.exec("cat", "/data/auth/htpasswd", user="0").stdout.startswith("alice:$2y$")
