@@ -111,7 +111,8 @@ class PackageIndex:
         self.state_dir = os.path.join(self.root, STATE_DIR)
         self.stamp_path = os.path.join(self.state_dir, "stamp")
         self._lock = threading.RLock()
-        self._info_lock = threading.Lock()
+        self._write_warned = False
+        self.last_changed: set[str] = set()
         self._dirs: dict[str, _Dir] = {}
         self.files: dict[str, FileEntry] = {}                   # relpath -> entry
         self.projects: dict[str, tuple[FileEntry, ...]] = {}    # name -> listed entries
@@ -145,9 +146,13 @@ class PackageIndex:
         # A new inode each time: a change even within one tick of the file system clock.
         self._write(self.stamp_path, f"{time.time_ns()} {os.getpid()}\n".encode())
         self.refresh(force=True)
+        # Hash and extract the metadata of what just arrived now, not in a later request.
+        for name in self.last_changed:
+            self.ensure_info(self.projects.get(name, ()))
 
     def _update(self) -> None:
         changed: set[str] = set()
+        self.last_changed = changed
         if not self._dirs:
             self._scan_dir("", changed)
         else:
@@ -263,12 +268,14 @@ class PackageIndex:
         return self.files.get(relpath)
 
     def ensure_info(self, entries: t.Iterable[FileEntry]) -> None:
-        """Make sure every entry knows its hash and metadata (sidecar, or computed once)."""
+        """Make sure every entry knows its hash and metadata (sidecar, or computed once).
+
+        No lock: two threads that meet on one new file compute the same result, while a
+        lock would make every page wait for the hashing of one large file.
+        """
         for entry in entries:
             if entry.info is None:
-                with self._info_lock:
-                    if entry.info is None:
-                        entry.info = self._load_info(entry)
+                entry.info = self._load_info(entry)
 
     # -- sidecars ----------------------------------------------------------------------
     def _sidecar(self, relpath: str, suffix: str) -> str:
@@ -331,7 +338,10 @@ class PackageIndex:
             os.replace(tmp, path)
             return True
         except OSError as exc:
-            log.warning("cannot write the cache file %s: %s", path, exc.strerror)
+            if not self._write_warned:  # once: a read-only directory would repeat it per file
+                log.warning("cannot write the cache file %s: %s (hashes are kept in memory"
+                            " only; wheels get no metadata files)", path, exc.strerror)
+                self._write_warned = True
             try:
                 os.unlink(tmp)
             except OSError:
