@@ -57,6 +57,14 @@ def basic_credentials(header: str | None) -> tuple[str, str] | None:
     return user, password
 
 
+def _wsgi_text(value: str) -> str:
+    """A WSGI path (bytes as latin-1, PEP 3333) as the UTF-8 text it stands for."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return value
+
+
 class ReadPath:
     """WSGI middleware answering the index and file downloads from a PackageIndex."""
 
@@ -190,7 +198,7 @@ class ReadPath:
     def package_file(self, environ: Environ, start_response: StartResponse) -> t.Iterable[bytes]:
         """/packages/<file> and /packages/<wheel>.metadata."""
         head = environ.get("REQUEST_METHOD") == "HEAD"
-        rel = environ["PATH_INFO"][len("/packages/"):]
+        rel = _wsgi_text(environ["PATH_INFO"][len("/packages/"):])
         if "\x00" in rel or "\\" in rel:
             return _text(start_response, "400 Bad Request", "Bad file name", head=head)
         parts = rel.split("/")

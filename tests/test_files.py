@@ -163,3 +163,11 @@ def test_unknown_file_is_404(served):
     srv, wheel, data = served
     assert srv.get("/packages/nothing-1.0.tar.gz").status == 404
     assert srv.get("/packages/nothing-1.0.tar.gz.metadata").status == 404
+
+
+def test_non_ascii_file_name_dropped_by_hand_is_served(server_factory):
+    srv = server_factory(PYPI_FALLBACK="off")
+    odd = srv.packages / "caf\u00e9-1.0.tar.gz"
+    odd.write_bytes(b"not really a tarball")
+    resp = srv.get("/packages/caf%C3%A9-1.0.tar.gz")
+    assert resp.status == 200 and resp.body == b"not really a tarball"
