@@ -272,7 +272,8 @@ def test_protected_credentials_in_the_url(protected, venv, tmp_path):
 
 
 def test_protected_pip_index_url_environment_variable(protected, venv, tmp_path):
-    result = pip(venv, tmp_path, "pbx-pins==1.0", PIP_INDEX_URL=authed(protected))
+    result = sh(f"PIP_INDEX_URL={authed(protected)} pip install --no-cache-dir pbx-pins==1.0",
+                tmp_path, venv / "bin")
     assert result.returncode == 0, out(result)
     assert installed(venv)["pbx-pins"] == "1.0"
 

@@ -213,7 +213,7 @@ def test_twine_errors_are_clear(srv, tmp_path):
 
     again = sh("twine upload -r local dist/*", project, home)
     assert again.returncode != 0
-    assert "already exists" in out(again)
+    assert "400 Bad Request" in out(again) and "already exists" in out(again)
     assert "twine_errors-1.0-py3-none-any.whl" in out(again)
 
     missing = sh("twine upload -r nosuch dist/*", project, home)
@@ -252,9 +252,8 @@ def test_uv_publish(srv, tmp_path):
 
 def test_hatch_publish_with_environment_variables(srv, tmp_path):
     project = built(tmp_path, "hatch-env", "1.0", sdist=False)
-    result = sh("hatch publish dist/*", project, tmp_path / "home",
-                HATCH_INDEX_REPO=f"{srv.url}/", HATCH_INDEX_USER="alice",
-                HATCH_INDEX_AUTH=PASSWORD)
+    result = sh(f"HATCH_INDEX_REPO={srv.url}/ HATCH_INDEX_USER=alice "
+                f"HATCH_INDEX_AUTH={PASSWORD} hatch publish dist/*", project, tmp_path / "home")
     assert result.returncode == 0, out(result)
     assert "success" in out(result)
     assert "hatch_env-1.0-py3-none-any.whl" in listed(srv, "hatch-env")
@@ -283,6 +282,8 @@ def test_hatch_publish_with_config_file_repo(srv, tmp_path):
                       'user = "alice"\n'
                       f'auth = "{PASSWORD}"\n')
     project = built(tmp_path, "hatch-config", "1.0", sdist=False)
+    found = sh("hatch config find", project, home)
+    assert found.stdout.strip() == str(config), out(found)
     result = sh("hatch publish -r private dist/*", project, home)
     assert result.returncode == 0, out(result)
     assert "hatch_config-1.0-py3-none-any.whl" in listed(srv, "hatch-config")
