@@ -327,7 +327,7 @@ def outside_snapshot(base: Path) -> set[str]:
     """Files named for the victim where an escaping upload could land: /, /tmp, the test tree."""
     found = {n for n in os.listdir("/") + os.listdir("/tmp") if "victim" in n}
     for dirpath, _dirs, filenames in os.walk(base):
-        if "dists" not in Path(dirpath).name:
+        if not any(part.startswith("dists") for part in Path(dirpath).parts):  # our own
             found |= {os.path.join(dirpath, n) for n in filenames if "victim" in n}
     return found
 
