@@ -251,6 +251,11 @@ CASES = [
         WHL, b"", auth=b"Basic " + base64.b64encode(b"alice:wrong"), action=b"remove_pkg"), (403,)),
     Case("remove-missing-fields", lambda d: post(form(field(b":action", b"remove_pkg")))),
     Case("remove-unknown-package", lambda d: upload(WHL, b"", action=b"remove_pkg"), (404,)),
+    Case("rpc2-without-method", lambda d: request(
+        "POST", "/RPC2", {"Content-Type": "text/xml"}, b'<?xml version="1.0"?><methodCall/>')),
+    Case("rpc2-xml-bomb", lambda d: request("POST", "/RPC2", {"Content-Type": "text/xml"},
+        b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa"><!ENTITY b "&a;&a;&a;">]>'
+        b"<methodCall><methodName>&b;</methodName></methodCall>")),
     Case("get-dotdot", lambda d: request("GET", "/packages/../../etc/passwd"), (400, 404)),
     Case("get-dotdot-encoded", lambda d: request("GET", "/packages/%2e%2e/%2e%2e/etc/passwd"),
          (400, 404)),
