@@ -120,6 +120,7 @@ class PackageIndex:
         self.pages: dict[tuple[str, str], tuple[object, Page]] = {}
         self._quick: tuple[t.Any, t.Any] | None = None
         self._next_full = 0.0
+        self._verified: dict[str, float] = {}
         self.generation = 0
 
     # -- change detection --------------------------------------------------------------
@@ -257,6 +258,30 @@ class PackageIndex:
             for kind in PAGE_KINDS:
                 self.pages.pop((name, kind), None)
         self.generation += 1
+
+    def verify(self, name: str) -> None:
+        """Notice files of a project changed in place (rewritten, new mtime), at most every
+        ``recheck`` seconds: a directory's mtime does not move when a file in it does."""
+        now = time.monotonic()
+        if self._verified.get(name, 0.0) > now:
+            return
+        self._verified[name] = now + self.recheck
+        stale = set()
+        for entry in self.projects.get(name, ()):
+            try:
+                st = os.stat(entry.path)
+            except OSError:
+                st = None
+            if st is None or (st.st_size, st.st_mtime_ns) != (entry.size, entry.mtime_ns):
+                stale.add(entry.relpath.rpartition("/")[0])
+        if stale:
+            with self._lock:
+                changed: set[str] = set()
+                for rel in stale:
+                    if rel in self._dirs:
+                        self._scan_dir(rel, changed)
+                if changed:
+                    self._rebuild(changed)
 
     # -- lookups -----------------------------------------------------------------------
     def project(self, name: str) -> tuple[FileEntry, ...] | None:

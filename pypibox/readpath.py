@@ -166,6 +166,7 @@ class ReadPath:
         if not isinstance(kind, str):
             return kind
         self.index.refresh()
+        self.index.verify(name)
         entries = self.index.project(name)
         if entries is None:
             self.index.refresh(force=True)
@@ -208,6 +209,9 @@ class ReadPath:
         entry, is_metadata = self._lookup(rel)
         if entry is None:
             self.index.refresh(force=True)
+            entry, is_metadata = self._lookup(rel)
+        if entry is not None:
+            self.index.verify(entry.project)
             entry, is_metadata = self._lookup(rel)
         if entry is not None and not is_metadata:
             sent = files.send_file(environ, start_response, entry.path, None)

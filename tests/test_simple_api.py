@@ -426,6 +426,29 @@ def test_file_dropped_by_hand_appears_with_metadata_and_removal_disappears(serve
     wait_for(lambda: "handmade" not in srv.get("/simple/").text)
 
 
+def test_file_rewritten_in_place_is_seen_within_two_seconds(server_factory, tmp_path):
+    srv = server_factory(PYPI_FALLBACK="off")
+    first = make_wheel(srv.packages, "inplace", "1.0")
+    item = get_json(srv, "/simple/inplace/")["files"][0]
+    assert item["hashes"]["sha256"] == hashlib.sha256(first.read_bytes()).hexdigest()
+    time.sleep(1.2)
+    get_json(srv, "/simple/inplace/")  # the index has seen the quiet directory (and .pypibox)
+    other = make_wheel(tmp_path, "inplace", "1.0", requires_python=">=3.10", payload=b"x" * 999)
+    with open(first, "r+b") as handle:  # same inode, so the directory's mtime stays put
+        handle.write(other.read_bytes())
+        handle.truncate()
+    moment = time.mktime((2021, 3, 1, 12, 0, 0, 0, 0, 0)) - time.timezone
+    os.utime(first, (moment, moment))
+    new_hash = hashlib.sha256(other.read_bytes()).hexdigest()
+    wait_for(lambda: get_json(srv, "/simple/inplace/")["files"][0]["hashes"]["sha256"] == new_hash)
+    item = get_json(srv, "/simple/inplace/")["files"][0]
+    assert item["upload-time"].startswith("2021-03-01T12:00:00")
+    assert item["requires-python"] == ">=3.10" and item["size"] == len(other.read_bytes())
+    meta = srv.get(f"/packages/{first.name}.metadata")
+    assert hashlib.sha256(meta.body).hexdigest() == item["core-metadata"]["sha256"]
+    assert b"Requires-Python: >=3.10" in meta.body
+
+
 def test_remove_pkg_and_upload_are_visible_at_once_on_every_worker(server_factory, tmp_path):
     srv = server_factory(PYPI_WORKERS="3", PYPI_THREADS="2", PYPI_FALLBACK="off")
     auth = {"Authorization": basic("alice", PASSWORD)}
