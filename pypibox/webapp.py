@@ -97,6 +97,10 @@ def _reason_from_body(body: bytes) -> str | None:
     return reason or None
 
 
+_PLAIN_REASONS = {401: "Unauthorized: this index needs a user name and password",
+                  403: "Forbidden: wrong user name or password"}
+
+
 def explain_errors(app: WSGIApp) -> WSGIApp:
     """Put the error message of a failed upload into the reason phrase, which twine prints."""
 
@@ -112,6 +116,8 @@ def explain_errors(app: WSGIApp) -> WSGIApp:
         code = int(status[:3])
         if code >= 400:
             reason = _reason_from_body(b"".join(chunks))
+            if reason in (None, "None"):  # bottle's text for an error raised without one
+                reason = _PLAIN_REASONS.get(code)
             if reason:
                 status = f"{code} {reason}"
         start_response(status, headers, exc_info)

@@ -152,7 +152,7 @@ def test_setup_py_upload_errors_wrong_password_existing_file_missing_section(srv
     (project / "setup.py").write_text((project / "setup.py").read_text().replace("1.0.0", "1.0.1"))
     wrong = sh("python3 setup.py sdist upload -r local", project, bad_home)
     assert wrong.returncode != 0
-    assert "Upload failed (403)" in out(wrong)
+    assert "Upload failed (403): Forbidden: wrong user name or password" in out(wrong)
     assert "1.0.1" not in listed(srv, "seed-errors")
 
     # distutils' own message for a name missing from ~/.pypirc is obscure; twine's is clear.
@@ -223,7 +223,7 @@ def test_twine_errors_are_clear(srv, tmp_path):
     wrong = sh(f"twine upload --non-interactive --repository-url {srv.url}/ -u alice "
                "-p not-the-password dist/*", built(tmp_path, "twine-errors", "2.0"), home)
     assert wrong.returncode != 0
-    assert "403 Forbidden" in out(wrong)
+    assert "403 Forbidden" in out(wrong) and "wrong user name or password" in out(wrong)
     assert "2.0" not in listed(srv, "twine-errors")
 
 
@@ -269,7 +269,7 @@ def test_hatch_publish_with_options(srv, tmp_path):
     wrong = sh(f"hatch publish -r {srv.url}/ -u alice -a nope dist/*",
                built(tmp_path, "hatch-opts", "2.0", sdist=False), tmp_path / "home")
     assert wrong.returncode != 0
-    assert "403" in out(wrong)
+    assert "403 Forbidden: wrong user name or password" in out(wrong)
     assert "2.0" not in listed(srv, "hatch-opts")
 
 
