@@ -41,7 +41,7 @@ help: ## List the targets
 build: ## Build the server and auth images
 	$(NEED_DOCKER)
 	$(DOCKER) build -t $(IMAGE) $(BUILD_ARGS) .
-	$(MAKE) -C auth build DOCKER=$(DOCKER) AUTH_IMAGE=$(AUTH_IMAGE)
+	$(MAKE) -C auth build DOCKER='$(DOCKER)' AUTH_IMAGE=$(AUTH_IMAGE)
 
 volumes: ## Create the volumes pypi (packages) and pypi-auth (accounts)
 	$(NEED_DOCKER)
@@ -49,10 +49,10 @@ volumes: ## Create the volumes pypi (packages) and pypi-auth (accounts)
 	$(DOCKER) volume create $(AUTH_VOLUME) >/dev/null
 
 accounts: ## Check auth/htpasswd and put it into the pypi-auth volume
-	$(MAKE) -C auth install DOCKER=$(DOCKER) AUTH_IMAGE=$(AUTH_IMAGE) AUTH_VOLUME=$(AUTH_VOLUME)
+	$(MAKE) -C auth install DOCKER='$(DOCKER)' AUTH_IMAGE=$(AUTH_IMAGE) AUTH_VOLUME=$(AUTH_VOLUME)
 
 run: build volumes accounts ## Build, create volumes, install accounts, start, wait until healthy
-	@DOCKER=$(DOCKER) IMAGE=$(IMAGE) CONTAINER=$(CONTAINER) VOLUME=$(VOLUME) \
+	@DOCKER='$(DOCKER)' IMAGE=$(IMAGE) CONTAINER=$(CONTAINER) VOLUME=$(VOLUME) \
 	AUTH_VOLUME=$(AUTH_VOLUME) PORT=$(PORT) BIND=$(BIND) WAIT=$(WAIT) \
 	sh scripts/start-container.sh $(RUN_ENV)
 

@@ -117,14 +117,15 @@ def _bring_up() -> dict:
     nonroot = _unused_id()
     try:
         engine.start()
-        os.chown(engine.sock, 0, nonroot)
-        os.chmod(engine.sock, 0o660)
-        SHARED.chmod(0o711)
-        engine.base.chmod(0o711)
     except EngineUnavailable as err:
         return {"skip": f"no Docker engine for the container tests: {err}"}
     report: list[str] = []
     try:
+        # The socket's group is an unused id, the non-root make runs' uid and gid.
+        os.chown(engine.sock, 0, nonroot)
+        os.chmod(engine.sock, 0o660)
+        SHARED.chmod(0o711)
+        engine.base.chmod(0o711)
         started = time.monotonic()
         kind = provide_bases(engine, report)
         report.append(f"bases ({kind}) ready in {time.monotonic() - started:.0f}s")

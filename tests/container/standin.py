@@ -3,6 +3,7 @@ otherwise one Debian stand-in (debootstrap) tagged with each name and cached as 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
@@ -12,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .engine import Engine
+from .engine import Engine, mounts_under
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILES = (ROOT / "Dockerfile", ROOT / "auth" / "Dockerfile")
@@ -155,21 +156,41 @@ def build_rootfs(target: Path) -> None:
                 item.unlink()
 
 
+def _prune(cache: Path, keep: Path, days: int = 7) -> None:
+    """Remove stand-ins of other builder versions unused for ``days`` (another checkout may
+    still use a recent one)."""
+    for old in cache.glob(f"{SUITE}-*.tar"):
+        if old != keep and time.time() - old.stat().st_mtime > days * 86400:
+            old.unlink(missing_ok=True)
+
+
 def standin_tarball(log: list[str]) -> Path:
     """The cached stand-in rootfs tarball, built first when missing."""
     cache = cache_dir()
-    tarball = cache / f"{SUITE}-{cache_key()}.tar"
-    if tarball.exists():
-        log.append(f"stand-in: cached {tarball}")
-        return tarball
     cache.mkdir(parents=True, exist_ok=True)
+    tarball = cache / f"{SUITE}-{cache_key()}.tar"
+    with open(cache / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time; others then find it cached
+        if tarball.exists():
+            os.utime(tarball)  # in use: not pruned
+            log.append(f"stand-in: cached {tarball}")
+            return tarball
+        return _build_tarball(cache, tarball, log)
+
+
+def _build_tarball(cache: Path, tarball: Path, log: list[str]) -> Path:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="pypibox-standin-") as tmp:
         rootfs = Path(tmp) / "rootfs"
-        build_rootfs(rootfs)
+        try:
+            build_rootfs(rootfs)
+        finally:  # debootstrap mounts /proc and /sys in the target; a failed run may leave them
+            for point in mounts_under(rootfs):
+                subprocess.run(["umount", "-l", point], check=False)
         partial = cache / f".{tarball.name}.{os.getpid()}"
         _sh(["tar", "--numeric-owner", "-C", str(rootfs), "-cf", str(partial), "."])
         partial.rename(tarball)
+    _prune(cache, keep=tarball)
     log.append(f"stand-in: built {tarball} in {time.monotonic() - started:.0f}s")
     return tarball
 

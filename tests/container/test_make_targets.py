@@ -3,6 +3,8 @@ logs, stop, clean (volumes kept), clean-volumes (refuses without CONFIRM=yes).""
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from conftest import http
@@ -78,3 +80,19 @@ def test_lifecycle_run_status_logs_stop_clean_clean_volumes(deploy, tmp_path):
     confirmed = dep.make("clean-volumes", "CONFIRM=yes")
     assert confirmed.returncode == 0, out(confirmed)
     assert not {dep.volume, dep.auth_volume} & volumes(dep.engine)
+
+
+def test_docker_command_of_several_words_reaches_every_sub_make(deploy):
+    """DOCKER="docker --host ..." (like DOCKER="sudo docker"): build, accounts and run pass it
+    on whole, with no DOCKER_HOST to fall back on."""
+    dep = deploy(start=False)
+    env = dep.engine.env()
+    del env["DOCKER_HOST"]
+    docker = f"docker --host {dep.engine.host}"
+    res = subprocess.run(["make", "--no-print-directory", "run", f"DOCKER={docker}", *dep.vars],
+                         cwd=dep.repo, env=env, capture_output=True, text=True, timeout=600,
+                         stdin=subprocess.DEVNULL)
+    assert res.returncode == 0, out(res)
+    assert "installed 1 accounts" in res.stdout
+    assert dep.inspect("{{.State.Health.Status}}") == "healthy"
+    assert http("GET", dep.url + "/health").status == 200
