@@ -154,6 +154,33 @@ def test_sigkill_mid_upload_leaves_no_trace_and_the_upload_then_succeeds(tmp_pat
     assert names(srv.packages) == [wheel.name]
 
 
+def test_startup_cleanup_spares_uploads_that_another_server_is_writing(tmp_path, stopper):
+    """Leftovers are found by their lock, not by process id: a live writer's file stays."""
+    srv = make_server(tmp_path, None)
+    stopper(srv)
+    busy = srv.packages / ".upload-otherhost-1-aaaaaaaaaaaa"
+    dead = srv.packages / ".upload-otherhost-2-bbbbbbbbbbbb"
+    busy.write_bytes(b"being written by another server")
+    dead.write_bytes(b"left by a killed server")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys, time\n"
+         "f = open(sys.argv[1], 'rb'); fcntl.flock(f, fcntl.LOCK_EX)\n"
+         "print('locked', flush=True); time.sleep(120)", str(busy)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        srv.start()
+        assert busy.exists(), "the upload of a live writer was removed"
+        assert not dead.exists(), "the leftover of a dead writer was kept"
+    finally:
+        holder.kill()
+        holder.wait()
+    srv.stop()
+    srv.start()
+    assert not busy.exists()
+    assert names(srv.packages) == []
+
+
 # -- races -------------------------------------------------------------------------------------
 def test_simultaneous_uploads_of_one_new_name_have_exactly_one_winner_50_times(server_factory,
                                                                                 tmp_path):
