@@ -84,7 +84,8 @@ def venv(shared_venv):
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
-def sh(command: str, cwd: Path, path_first: Path | str, **extra: str | None) -> subprocess.CompletedProcess:
+def sh(command: str, cwd: Path, path_first: Path | str,
+       **extra: str | None) -> subprocess.CompletedProcess:
     """Run one README command line with ``path_first`` (a venv's bin) first on PATH.
 
     HOME is ``cwd`` unless given; an ``extra`` value of None removes that variable.
@@ -132,7 +133,8 @@ def test_seed_pip_conf_extra_index_url_and_user_install(index, tmp_path):
         pytest.fail(f"no pip3 next to the base interpreter in {base_bin}")
     env = {"HOME": str(home), "PIP_CONFIG_FILE": str(conf)}
     result = sh("pip3 install --user pbx-dep", tmp_path, base_bin, **env)
-    managed = Path(sysconfig.get_paths(vars={"base": sys.base_prefix})["stdlib"]) / "EXTERNALLY-MANAGED"
+    stdlib = sysconfig.get_paths(vars={"base": sys.base_prefix})["stdlib"]
+    managed = Path(stdlib) / "EXTERNALLY-MANAGED"
     if managed.exists():  # Debian's own python3 refuses --user installs (PEP 668): README says so
         assert result.returncode != 0 and "externally-managed-environment" in out(result)
         return

@@ -67,7 +67,8 @@ def seed_project(root: Path, name: str, version: str, long_description: bool = T
     project = root / name
     (project / module).mkdir(parents=True)
     (project / module / "__init__.py").write_text(f'__version__ = "{version}"\n')
-    extra = '\n      long_description="What it does, in a sentence or two.",' if long_description else ""
+    extra = ('\n      long_description="What it does, in a sentence or two.",'
+             if long_description else "")
     (project / "setup.py").write_text(
         "from distutils.core import setup\n"
         "\n"
@@ -162,7 +163,7 @@ def test_setup_py_upload_errors_wrong_password_existing_file_missing_section(srv
 
 
 def test_register_actions_are_accepted_and_ignored(srv):
-    """`setup.py register` posts :action=submit (and verify): 200 with a password, nothing stored."""
+    """`setup.py register` posts :action=submit (or verify): 200 with a password, no change."""
     for action in ("submit", "verify"):
         body = (f'--b\r\nContent-Disposition: form-data; name=":action"\r\n\r\n{action}\r\n'
                 '--b\r\nContent-Disposition: form-data; name="name"\r\n\r\nghost-register\r\n'

@@ -1,4 +1,4 @@
-"""The page at ``/`` seen in a real headless browser (Debian's chromium), and followed to the letter.
+"""The page at ``/`` seen in a real headless browser (Debian's chromium), followed to the letter.
 
 The snippets a person reads there are taken from the browser's DOM and used as they are (with
 the <username>/<password>/<package> placeholders filled in) to upload with twine, uv and hatch
@@ -148,7 +148,8 @@ def test_password_snippets_work_when_downloads_are_protected(server_factory, tmp
     netrc.chmod(0o600)
     with_netrc = sh(fill(texts.by_id["pip-once"], "web-secret") + " --dry-run --no-cache-dir",
                     tmp_path, home)
-    assert "Would install web-secret-1.0" in with_netrc.stdout, with_netrc.stdout + with_netrc.stderr
+    assert "Would install web-secret-1.0" in with_netrc.stdout, \
+        with_netrc.stdout + with_netrc.stderr
 
 
 def test_screenshot_renders_the_page(server, tmp_path):
