@@ -292,3 +292,22 @@ def test_hatch_publish_with_config_file_repo(srv, tmp_path):
     again = sh("hatch publish -r private dist/*", project, home)
     assert again.returncode != 0
     assert "409" in out(again) and "already exists" in out(again)
+
+
+DEBIAN_PYTHON = Path("/usr/bin/python3")
+
+
+@pytest.mark.skipif(not Path("/usr/lib/python3/dist-packages/setuptools").is_dir(),
+                    reason="no Debian python3 with Debian's setuptools on this machine")
+def test_debian_python3_register_and_upload_work_silently(srv, tmp_path):
+    """Debian's own python3 and setuptools: both commands work but print nothing (README)."""
+    home = tmp_path / "home"
+    write_pypirc(home, srv.url)
+    project = seed_project(tmp_path, "seed-debian", "1.0.0")
+    for command in ("register -r local", "sdist upload -r local"):
+        result = subprocess.run([str(DEBIAN_PYTHON), "setup.py", *command.split()], cwd=project,
+                                env=clean_env(HOME=str(home)), capture_output=True, text=True,
+                                stdin=subprocess.DEVNULL, timeout=120)
+        assert result.returncode == 0, out(result)
+        assert "Server response" not in out(result)
+    assert "1.0.0.tar.gz" in listed(srv, "seed-debian")
