@@ -97,7 +97,9 @@ class ReadPath:
 
         def capture(st: str, headers: list[tuple[str, str]], exc_info: t.Any = None) -> t.Any:
             status.append(st)
-            return start_response(st, headers, exc_info) if exc_info else start_response(st, headers)
+            if exc_info:
+                return start_response(st, headers, exc_info)
+            return start_response(st, headers)
 
         try:
             return self.inner(environ, capture)
@@ -174,8 +176,10 @@ class ReadPath:
         if entries is None:
             if self.fallback:
                 location = f"{self.fallback_url.rstrip('/')}/{name}/"
-                code = "303 See Other" if environ.get("SERVER_PROTOCOL") == "HTTP/1.1" else "302 Found"
-                return _text(start_response, code, f"See {location}", [("Location", location)], head)
+                http11 = environ.get("SERVER_PROTOCOL") == "HTTP/1.1"
+                code = "303 See Other" if http11 else "302 Found"  # as bottle's redirect()
+                return _text(start_response, code, f"See {location}", [("Location", location)],
+                             head)
             return _text(start_response, "404 Not Found", f"Not Found ({name} does not exist)",
                          head=head)
         found = entries

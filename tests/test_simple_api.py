@@ -167,7 +167,8 @@ def test_old_pip_that_chokes_on_json_dist_info_metadata_still_resolves(
     srv = server_factory(PYPI_FALLBACK="off")
     wheels = tree(srv.packages)
     env = clean_env(PYTHONPATH=str(old_pips[version]))
-    assert run([sys.executable, "-m", "pip", "--version"], env=env).stdout.startswith(f"pip {version} ")
+    shown = run([sys.executable, "-m", "pip", "--version"], env=env).stdout
+    assert shown.startswith(f"pip {version} ")
     report = dry_run_report([sys.executable, "-m", "pip"], srv, tmp_path, env=env)
     assert len(report["install"]) == 4
     # It asked for JSON, which names the metadata files only as core-metadata (unknown to
@@ -203,7 +204,8 @@ def test_uv_install_exclude_newer_follows_upload_times(server_factory, tmp_path)
     old = make_wheel(srv.packages, "timed-pkg", "1.0")
     new = make_wheel(srv.packages, "timed-pkg", "2.0")
     sdist = make_sdist(srv.packages, "timed-pkg", "3.0")
-    stamp = {old: "2021-03-01T12:00:00Z", new: "2024-03-01T12:00:00Z", sdist: "2025-01-01T00:00:00Z"}
+    stamp = {old: "2021-03-01T12:00:00Z", new: "2024-03-01T12:00:00Z",
+             sdist: "2025-01-01T00:00:00Z"}
     for path, when in stamp.items():
         moment = time.mktime(time.strptime(when, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
         os.utime(path, (moment, moment))
@@ -268,7 +270,8 @@ def test_json_schema_html_attributes_and_metadata_hash(server_factory):
     assert parsed.meta["pypi:repository-version"] == "1.1"
     by_name = {a["href"].split("#")[0].rsplit("/", 1)[-1]: a for a in parsed.anchors}
     link = by_name[wheel.name]
-    assert link["href"] == f"../../packages/{wheel.name}#sha256={files[wheel.name]['hashes']['sha256']}"
+    digest = files[wheel.name]["hashes"]["sha256"]
+    assert link["href"] == f"../../packages/{wheel.name}#sha256={digest}"
     assert link["data-requires-python"] == ">=3.8,<4"
     assert link["data-core-metadata"] == link["data-dist-info-metadata"] == f"sha256={announced}"
     assert "data-core-metadata" not in by_name[sdist.name]
@@ -401,7 +404,8 @@ def wait_for(predicate, timeout: float = 2.0) -> float:
     return time.monotonic() - start
 
 
-def test_file_dropped_by_hand_appears_with_metadata_and_removal_disappears(server_factory, tmp_path):
+def test_file_dropped_by_hand_appears_with_metadata_and_removal_disappears(server_factory,
+                                                                           tmp_path):
     srv = server_factory(PYPI_FALLBACK="off")
     make_wheel(srv.packages, "handmade", "1.0")
     assert get_json(srv, "/simple/handmade/")["versions"] == ["1.0"]
@@ -411,7 +415,8 @@ def test_file_dropped_by_hand_appears_with_metadata_and_removal_disappears(serve
     dropped.write_bytes(built.read_bytes())
 
     wait_for(lambda: "2.0" in get_json(srv, "/simple/handmade/")["versions"])
-    item = [f for f in get_json(srv, "/simple/handmade/")["files"] if f["filename"] == built.name][0]
+    (item,) = [f for f in get_json(srv, "/simple/handmade/")["files"]
+               if f["filename"] == built.name]
     assert item["url"] == f"../../packages/sub/deeper/{built.name}"
     assert item["requires-python"] == ">=3.9"
     meta = srv.get(f"/packages/sub/deeper/{built.name}.metadata")
