@@ -165,7 +165,8 @@ def _storage_error(exc: OSError) -> HTTPError:
     if exc.errno == errno.EROFS:
         return HTTPError(503, "The package storage is read-only; nothing was stored")
     if exc.errno in (errno.EACCES, errno.EPERM):
-        return HTTPError(503, "The server may not write to its package directory; nothing was stored")
+        return HTTPError(503, "The server may not write to its package directory; "
+                              "nothing was stored")
     return HTTPError(500, "Could not store the package; nothing was stored")
 
 

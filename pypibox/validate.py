@@ -73,13 +73,15 @@ def check_name(filename: str) -> DistName:
         try:
             name, version, _build, _tags = parse_wheel_filename(filename)
         except (InvalidWheelFilename, InvalidVersion) as exc:
-            raise InvalidUpload(f"Bad filename: {shown} is not a valid wheel name ({exc})") from None
+            raise InvalidUpload(
+                f"Bad filename: {shown} is not a valid wheel name ({exc})") from None
         return DistName("wheel", name, version)
     if filename.endswith((".tar.gz", ".zip")):
         try:
             name, version = parse_sdist_filename(filename)
         except (InvalidSdistFilename, InvalidVersion) as exc:
-            raise InvalidUpload(f"Bad filename: {shown} is not a valid sdist name ({exc})") from None
+            raise InvalidUpload(
+                f"Bad filename: {shown} is not a valid sdist name ({exc})") from None
         kind = "sdist-tar" if filename.endswith(".tar.gz") else "sdist-zip"
         return DistName(kind, name, version)
     raise InvalidUpload(
@@ -194,7 +196,8 @@ def _check_sdist_tar(path: Path, filename: str, dist: DistName) -> None:
                 budget -= member.size + 512
                 if budget < 0:
                     raise InvalidUpload(f"Bad upload: {filename} expands too much to be a sdist")
-                if meta is None and member.isfile() and re.fullmatch(r"[^/]+/PKG-INFO", member.name):
+                top_pkg_info = re.fullmatch(r"[^/]+/PKG-INFO", member.name)
+                if meta is None and member.isfile() and top_pkg_info:
                     if member.size > MAX_METADATA:
                         raise InvalidUpload(f"Bad upload: {filename} has an oversized PKG-INFO")
                     fh = tf.extractfile(member)

@@ -240,7 +240,8 @@ def main() -> int:
     for kind in ("index", "download", "upload"):
         lat = sorted(stats.latency.get(kind, [0.0]))
         codes = ", ".join(f"{s}: {c}" for (k, s), c in sorted(stats.status.items()) if k == kind)
-        print(f"  {kind:<9} {len(stats.latency.get(kind, [])):>7}  p50 {lat[len(lat) // 2] * 1000:7.1f} ms"
+        count = len(stats.latency.get(kind, []))
+        print(f"  {kind:<9} {count:>7}  p50 {lat[len(lat) // 2] * 1000:7.1f} ms"
               f"  p99 {lat[int(len(lat) * 0.99)] * 1000:7.1f} ms  statuses {{{codes}}}")
     print(f"5xx responses: {five}")
     print(f"failed connections: {stats.failed_connections}")

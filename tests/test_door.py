@@ -34,8 +34,8 @@ def closed(tmp_path_factory):
     srv = make_server(root, None, PYPI_AUTHENTICATE="update,download,list", PYPI_FALLBACK="off")
     srv.start()
     wheel = make_wheel(root / "dist", "door-pkg", "1.0")
-    ok = http("POST", srv.url + "/", form({":action": "file_upload"}, wheel.name, wheel.read_bytes()),
-              {**CT, "Authorization": basic("alice", PASSWORD)})
+    body = form({":action": "file_upload"}, wheel.name, wheel.read_bytes())
+    ok = http("POST", srv.url + "/", body, {**CT, "Authorization": basic("alice", PASSWORD)})
     assert ok.status == 200
     srv.wheel = wheel
     srv.root = root
@@ -47,7 +47,8 @@ def actions(srv) -> dict[str, tuple[str, str, bytes | None, dict[str, str]]]:
     """Every protected action: method, path, body, headers."""
     spare = make_wheel(srv.root / "spare", "door-pkg", "2.0")
     return {
-        "upload": ("POST", "/", form({":action": "file_upload"}, spare.name, spare.read_bytes()), CT),
+        "upload": ("POST", "/", form({":action": "file_upload"}, spare.name,
+                                     spare.read_bytes()), CT),
         "remove_pkg": ("POST", "/", form({":action": "remove_pkg", "name": "door-pkg",
                                           "version": "1.0"}), CT),
         "simple-index": ("GET", "/simple/", None, {}),
@@ -100,7 +101,8 @@ def test_refusal_time_does_not_tell_which_users_exist(tmp_path):
     try:
         def attempt(user: str, password: str) -> float:
             start = time.perf_counter()
-            resp = http("GET", srv.url + "/simple/", headers={"Authorization": basic(user, password)})
+            resp = http("GET", srv.url + "/simple/",
+                        headers={"Authorization": basic(user, password)})
             elapsed = time.perf_counter() - start
             assert resp.status == 403
             return elapsed

@@ -260,7 +260,7 @@ def test_two_servers_on_one_directory_see_each_others_uploads(tmp_path, stopper)
             got = down.get(f"/packages/{wheel.name}")
             if listed and got.status == 200:
                 break
-            assert time.monotonic() < deadline, f"{wheel.name} not served by the other server in 2 s"
+            assert time.monotonic() < deadline, f"{wheel.name} not on the other server in 2 s"
             time.sleep(0.05)
         assert sha(got.body) == sha(wheel.read_bytes())
 

@@ -91,7 +91,8 @@ def exchange(port: int, data: bytes, *, half_close: bool = False, timeout: float
 
 def request(method: str, path: bytes | str, headers: dict[str, bytes | str] | None = None,
             body: bytes = b"", length: int | None = None) -> bytes:
-    """An HTTP/1.1 request as bytes; Content-Length is the body's unless ``length`` says (-1: none)."""
+    """An HTTP/1.1 request as bytes; Content-Length is the body's unless ``length`` says
+    (-1: none)."""
     if isinstance(path, str):
         path = path.encode()
     lines = [method.encode() + b" " + path + b" HTTP/1.1", b"Host: 127.0.0.1",
@@ -202,7 +203,8 @@ CASES = [
     Case("wheel-not-a-zip", lambda d: upload(WHL, b"PK\x03\x04 this is not a zip" * 100)),
     Case("wheel-is-a-sdist", lambda d: upload(WHL, d["sdist"])),
     Case("wheel-without-metadata", lambda d: upload(WHL, zip_of({"victim/__init__.py": b""}))),
-    Case("wheel-damaged-inside", lambda d: upload(WHL, flip(d["wheel_payload"], b"payload.bin", 300))),
+    Case("wheel-damaged-inside",
+         lambda d: upload(WHL, flip(d["wheel_payload"], b"payload.bin", 300))),
     Case("wheel-truncated", lambda d: upload(WHL, d["wheel"][: len(d["wheel"]) // 2])),
     Case("gzip-not-a-tar", lambda d: upload("victim-1.0.tar.gz", gzip_of(b"plain text " * 500))),
     Case("tar-gz-not-gzip", lambda d: upload("victim-1.0.tar.gz", b"\x1f\x8b but not gzip")),
@@ -213,14 +215,16 @@ CASES = [
         field(b":action", b"file_upload"), file_field(WHL.encode(), d["wheel"]),
         file_field(b"other-1.0.tar.gz.asc", b"-----BEGIN PGP SIGNATURE-----", b"gpg_signature")))),
     Case("empty-body", lambda d: post(b"")),
-    Case("json-content-type", lambda d: post(b'{":action": "file_upload"}', ctype=b"application/json")),
+    Case("json-content-type",
+         lambda d: post(b'{":action": "file_upload"}', ctype=b"application/json")),
     Case("urlencoded-upload", lambda d: post(b":action=file_upload&content=x",
                                              ctype=b"application/x-www-form-urlencoded")),
     Case("multipart-without-boundary", lambda d: post(
         form(field(b":action", b"file_upload"), file_field(WHL.encode(), d["wheel"])),
         ctype=b"multipart/form-data")),
     Case("multipart-no-closing-boundary", lambda d: post(
-        form(field(b":action", b"file_upload"), file_field(WHL.encode(), d["wheel"]), close=False))),
+        form(field(b":action", b"file_upload"), file_field(WHL.encode(), d["wheel"]),
+             close=False))),
     Case("body-shorter-than-length", lambda d: post(
         form(field(b":action", b"file_upload"), file_field(WHL.encode(), d["wheel"])),
         length=len(d["wheel"]) * 2), half_close=True),
@@ -240,7 +244,8 @@ CASES = [
         extra={"Transfer-Encoding": "chunked"}, length=-1), (411,)),
     Case("upload-without-credentials", lambda d: upload(WHL, d["wheel"], auth=None), (401,)),
     Case("upload-unknown-user", lambda d: upload(
-        WHL, d["wheel"], auth=b"Basic " + base64.b64encode(b"mallory:" + PASSWORD.encode())), (403,)),
+        WHL, d["wheel"], auth=b"Basic " + base64.b64encode(b"mallory:" + PASSWORD.encode())),
+         (403,)),
     Case("upload-garbage-authorization", lambda d: upload(WHL, d["wheel"], auth=b"Basic !!!"),
          (401, 403)),
     Case("upload-binary-authorization", lambda d: upload(
@@ -259,7 +264,8 @@ CASES = [
     Case("get-dotdot", lambda d: request("GET", "/packages/../../etc/passwd"), (400, 404)),
     Case("get-dotdot-encoded", lambda d: request("GET", "/packages/%2e%2e/%2e%2e/etc/passwd"),
          (400, 404)),
-    Case("get-dotdot-slash-encoded", lambda d: request("GET", "/packages/..%2f..%2f..%2fetc%2fpasswd"),
+    Case("get-dotdot-slash-encoded",
+         lambda d: request("GET", "/packages/..%2f..%2f..%2fetc%2fpasswd"),
          (400, 404)),
     Case("get-dotdot-all-encoded",
          lambda d: request("GET", "/packages/%2e%2e%2f%2e%2e%2f%2e%2e%2fetc%2fpasswd"), (400, 404)),
