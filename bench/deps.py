@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .servers import BENCH, clean_env
+from .servers import BENCH, clean_env, nginx_bin
 
 STOCK_REQUIREMENTS = BENCH / "requirements-stock.txt"
 STOCK_VENV = BENCH / ".venv-stock"
@@ -24,19 +24,29 @@ def ensure_tools() -> None:
         missing.append("wrk")
     if not missing:
         return
-    if not shutil.which("apt-get"):
-        sys.exit(f"bench: missing {', '.join(missing)} and no apt-get to install them")
+    if not shutil.which("apt-get") or os.geteuid() != 0:
+        sys.exit(f"bench: missing {', '.join(missing)}: install them (apt-get, as root) and retry")
     print(f"bench: installing {' '.join(missing)} with apt-get", flush=True)
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
-    res = subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
-                         env=env)
-    if res.returncode != 0 and "nginx-light" in missing:
-        missing[missing.index("nginx-light")] = "nginx"
-        subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
-                       check=True, env=env)
-    elif res.returncode != 0:
-        sys.exit("bench: apt-get install failed")
+    # The benchmark runs its own nginx in the foreground: keep the package's postinst from
+    # starting a system service (Debian's policy-rc.d convention), unless one is in place.
+    policy = Path("/usr/sbin/policy-rc.d")
+    ours = not policy.exists()
+    if ours:
+        policy.write_text("#!/bin/sh\n# written by pypibox bench/deps.py during apt-get install\nexit 101\n")
+        policy.chmod(0o755)
+    try:
+        subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
+        install = ["apt-get", "install", "-y", "-q", "--no-install-recommends"]
+        res = subprocess.run(install + missing, env=env)
+        if res.returncode != 0 and "nginx-light" in missing:  # Debian 13 has no nginx-light
+            missing[missing.index("nginx-light")] = "nginx"
+            res = subprocess.run(install + missing, env=env)
+        if res.returncode != 0:
+            sys.exit("bench: apt-get install failed")
+    finally:
+        if ours:
+            policy.unlink()
     os.environ["PATH"] = os.environ.get("PATH", "") + ":/usr/sbin"
 
 
@@ -65,7 +75,7 @@ def versions(stock_venv: Path) -> dict[str, str]:
     freeze = subprocess.run([str(stock_venv / "bin" / "pip"), "freeze", "--disable-pip-version-check"],
                             capture_output=True, text=True, env=clean_env()).stdout.split()
     return {
-        "nginx": first_line(["nginx", "-v"]),
+        "nginx": first_line([nginx_bin(), "-v"]),
         "wrk": first_line(["wrk", "-v"]),
         "stock": " ".join(p for p in freeze if p.split("==")[0].lower() in
                           ("pypiserver", "gunicorn", "gevent", "passlib", "bcrypt", "watchdog")),

@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -114,7 +115,8 @@ class Bench:
                                            trees.small_projects(PIP_PACKAGES), self.base)
             cpu = servers.tree_cpu(srv.proc.pid) - cpu0
             return {"rps": res.rate, "seconds": res.seconds, "errors": res.errors, "rss": mem.peak,
-                    "cpu_us": cpu / PIP_PACKAGES * 1e6, "note": res.note or None}
+                    "cpu_us": cpu / PIP_PACKAGES * 1e6 if cpu > 0 else None,  # below a clock tick
+                    "note": res.note or None}
         if wl.kind == "upload":
             cpu0 = servers.tree_cpu(srv.proc.pid)
             with servers.PeakRss(srv.proc.pid) as mem:
@@ -180,6 +182,16 @@ class Bench:
             self.run_round(number)
 
 
+def code_version() -> str:
+    """The commit measured, and whether pypibox/ had uncommitted changes in the work tree."""
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", "-C", str(servers.ROOT), *args], capture_output=True, text=True)
+        return out.stdout.strip()
+
+    dirty = git("status", "--porcelain", "--", "pypibox")
+    return git("rev-parse", "--short", "HEAD") + (" + uncommitted changes in pypibox/" if dirty else "")
+
+
 def write(bench: Bench, info: dict[str, Any], started: str) -> str:
     """Print the tables and targets; write results/<timestamp>.json and results/latest.md."""
     med = report.medians(bench.rounds)
@@ -190,7 +202,7 @@ def write(bench: Bench, info: dict[str, Any], started: str) -> str:
           f"Machine: {info['machine']['nproc']} CPUs ({info['machine']['cpu']}), "
           f"{info['machine']['ram_gib']} GiB RAM; load average at start "
           f"{info['machine']['loadavg_start'][0]:.2f}, at end {info['machine']['loadavg_end'][0]:.2f}.\n"
-          f"Command: `{info['command']}`\n"
+          f"Command: `{info['command']}`; code measured: {info['code']}.\n"
           f"wrk -t2 -c{a.connections}, {a.warmup:g} s warm-up + {a.duration:g} s per figure; "
           f"each figure the median of {a.rounds} rounds, servers interleaved per round.\n"
           f"Versions: {info['versions']['nginx']}; {info['versions']['wrk'].split(' Copyright')[0]}; "
@@ -199,7 +211,8 @@ def write(bench: Bench, info: dict[str, Any], started: str) -> str:
           "pypiserver's (for auth and JSON rows nginx's reference is the plain row without "
           "auth). Peak RSS is the sum over the server's process tree; CPU/req is the CPU time "
           "(user + system) the server's process tree used during the measured load, divided by "
-          "the requests served: less sensitive to a busy machine than req/s.\n\n"
+          "the requests served: less sensitive to a busy machine than req/s. p99 includes the "
+          "machine's scheduling noise; nginx's own p99 shows how much.\n\n"
           + report.table(med, bench.workloads)
           + "\nTargets (pypibox):\n\n" + report.targets_text(checks))
     print("\n" + md)
@@ -233,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     base.chmod(0o755)  # nginx's worker runs as an unprivileged user when started as root
     bench = Bench(args, base)
     info: dict[str, Any] = {"started": started, "machine": machine(), "args": vars(args),
-                            "command": " ".join(["bench/run.py", *(argv or sys.argv[1:])])}
+                            "command": " ".join(["bench/run.py", *(argv or sys.argv[1:])]),
+                            "code": code_version()}
     try:
         bench.run()
         info["versions"] = deps.versions(bench.stock_venv)

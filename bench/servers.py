@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -177,8 +178,12 @@ def _spawn(name: str, cmd: list[str], workdir: Path, port: int, env: dict[str, s
     raise RuntimeError(f"{name} not ready after {timeout}s:\n{srv.logtail()}")
 
 
+def nginx_bin() -> str:
+    return shutil.which("nginx") or "/usr/sbin/nginx"
+
+
 def _nginx_modules() -> str:
-    out = subprocess.run(["nginx", "-V"], capture_output=True, text=True)
+    out = subprocess.run([nginx_bin(), "-V"], capture_output=True, text=True)
     return out.stdout + out.stderr
 
 
@@ -210,7 +215,7 @@ http {{
     }}
 }}
 """)
-    cmd = ["nginx", "-p", str(workdir), "-e", str(workdir / "nginx-error.log"), "-c", str(conf)]
+    cmd = [nginx_bin(), "-p", str(workdir), "-e", str(workdir / "nginx-error.log"), "-c", str(conf)]
     return _spawn("nginx", cmd, workdir, port, clean_env(), "/simple/", {})
 
 
