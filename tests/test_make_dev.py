@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import time
 
 from conftest import PASSWORD, ROOT, add_user, clean_env, free_port, http, run, venv_bin
 from pkgfactory import make_wheel
-from test_makefiles import COPY
+from test_makefiles import copy_build_files
 
 
 def test_make_dev_serves_uploads_into_data_packages(tmp_path):
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    for name in COPY:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, repo / name, ignore=shutil.ignore_patterns("htpasswd", "__pycache__"))
-        else:
-            shutil.copy2(src, repo / name)
+    repo = copy_build_files(tmp_path / "repo")
     add_user(repo / "auth" / "htpasswd", "alice", PASSWORD)
     port = free_port()
     venv = ROOT / ".venv"

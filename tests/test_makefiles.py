@@ -18,10 +18,8 @@ FAKES = ROOT / "tests" / "fakes"
 COPY = ["Makefile", "Dockerfile", ".dockerignore", "requirements.lock", "scripts", "auth", "pypibox"]
 
 
-@pytest.fixture
-def repo(tmp_path) -> Path:
-    """A copy of the repository's build files, without anyone's auth/htpasswd."""
-    dest = tmp_path / "repo"
+def copy_build_files(dest: Path) -> Path:
+    """Copy the repository's build files to ``dest``, without anyone's auth/htpasswd."""
     dest.mkdir()
     for name in COPY:
         src = ROOT / name
@@ -30,6 +28,12 @@ def repo(tmp_path) -> Path:
         else:
             shutil.copy2(src, dest / name)
     return dest
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    """A copy of the repository's build files."""
+    return copy_build_files(tmp_path / "repo")
 
 
 class Docker:

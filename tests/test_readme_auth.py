@@ -9,7 +9,7 @@ import subprocess
 
 from conftest import ROOT, clean_env
 from ptyrun import run_in_pty
-from test_makefiles import COPY, FAKES
+from test_makefiles import FAKES, copy_build_files
 
 PROMPTING = re.compile(r"htpasswd (-c -B )?auth/htpasswd|adduser")
 
@@ -33,14 +33,7 @@ def test_readme_lists_the_seed_commands():
 
 
 def test_every_auth_command_works_as_written(tmp_path):
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    for name in COPY:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, repo / name, ignore=shutil.ignore_patterns("htpasswd", "__pycache__"))
-        else:
-            shutil.copy2(src, repo / name)
+    repo = copy_build_files(tmp_path / "repo")
     (repo / ".venv").symlink_to(ROOT / ".venv")
     # As inside `make -C auth interact`: `htpasswd` is the auth image's bcrypt-by-default wrapper.
     tools = tmp_path / "tools"
