@@ -33,7 +33,8 @@ def ensure_tools() -> None:
     policy = Path("/usr/sbin/policy-rc.d")
     ours = not policy.exists()
     if ours:
-        policy.write_text("#!/bin/sh\n# written by pypibox bench/deps.py during apt-get install\nexit 101\n")
+        policy.write_text("#!/bin/sh\n# written by pypibox bench/deps.py during apt-get install\n"
+                          "exit 101\n")
         policy.chmod(0o755)
     try:
         subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
@@ -72,7 +73,8 @@ def versions(stock_venv: Path) -> dict[str, str]:
         out = subprocess.run(cmd, capture_output=True, text=True)
         return ((out.stdout or out.stderr).strip().splitlines() or ["?"])[0]
 
-    freeze = subprocess.run([str(stock_venv / "bin" / "pip"), "freeze", "--disable-pip-version-check"],
+    pip = str(stock_venv / "bin" / "pip")
+    freeze = subprocess.run([pip, "freeze", "--disable-pip-version-check"],
                             capture_output=True, text=True, env=clean_env()).stdout.split()
     return {
         "nginx": first_line([nginx_bin(), "-v"]),

@@ -22,7 +22,8 @@ def medians(rounds: Rounds) -> dict[str, dict[str, dict[str, Any]]]:
             for name in FIELDS:
                 vals = [r[name] for r in ok if r.get(name) is not None]
                 fig[name] = statistics.median(vals) if vals else None
-            notes = sorted({r.get("note") or r["warn"] for r in runs if r.get("note") or r.get("warn")})
+            notes = sorted({r.get("note") or r["warn"] for r in runs
+                            if r.get("note") or r.get("warn")})
             if notes:
                 fig["note"] = "; ".join(notes)
             out.setdefault(key, {})[server] = fig
@@ -81,11 +82,13 @@ def targets(med: dict[str, dict[str, dict[str, Any]]], workloads: list[Workload]
                 ratio(_fig(med, wl.key, "pypibox", "rps"), _fig(med, wl.ref, "pypibox", "rps")),
                 0.8, True, "x")
     add("scaling: p50 at 10,000 files / at 100 files",
-        ratio(_fig(med, "scale-10000", "pypibox", "p50_ms"), _fig(med, "scale-100", "pypibox", "p50_ms")),
+        ratio(_fig(med, "scale-10000", "pypibox", "p50_ms"),
+              _fig(med, "scale-100", "pypibox", "p50_ms")),
         2.0001, False, "x")
     rss = [f.get("rss") for row in med.values() for s, f in row.items()
            if s == "pypibox" and f.get("rss") is not None]
-    add("memory: peak RSS of pypibox (all workloads)", max(rss) / MB if rss else None, 150, False, " MB")
+    add("memory: peak RSS of pypibox (all workloads)", max(rss) / MB if rss else None, 150,
+        False, " MB")
     return out
 
 
@@ -134,12 +137,14 @@ def table(med: dict[str, dict[str, dict[str, Any]]], workloads: list[Workload]) 
             label = wl.label if first else ""
             first = False
             note = f" ⚠ {fig['note']}" if fig.get("note") else ""
-            rss = _cell(fig, "rss", server, _num(fig["rss"] / MB if fig.get("rss") else None, " MB", 1))
+            mb = fig["rss"] / MB if fig.get("rss") else None
+            rss = _cell(fig, "rss", server, _num(mb, " MB", 1))
             cpu = _cell(fig, "cpu_us", server, _num(fig.get("cpu_us"), " µs"))
             p50 = _cell(fig, "p50_ms", server, _num(fig["p50_ms"], " ms", 2))
             p99 = _cell(fig, "p99_ms", server, _num(fig["p99_ms"], " ms", 2))
             if wl.kind == "wrk":
-                lines.append(f"| {label} | {name}{note} | {_cell(fig, 'rps', server, _num(fig['rps']))} | "
+                rps = _cell(fig, "rps", server, _num(fig["rps"]))
+                lines.append(f"| {label} | {name}{note} | {rps} | "
                              f"{p50} | {p99} | {_int(fig['errors'])} | {rss} | {cpu} |")
             else:
                 e2e.append(f"| {label} | {name}{note} | "
@@ -148,11 +153,12 @@ def table(med: dict[str, dict[str, dict[str, Any]]], workloads: list[Workload]) 
                            f"{p50} | {p99} | {_int(fig['errors'])} | {rss} | {cpu} |")
     out = head + "\n".join(lines) + "\n"
     if e2e:
-        out += ("\n| end to end | server | wall time | rate | p50 | p99 | errors | peak RSS | CPU/item |\n"
-                "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n" + "\n".join(e2e) + "\n")
+        out += ("\n| end to end | server | wall time | rate | p50 | p99 | errors | peak RSS "
+                "| CPU/item |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n"
+                + "\n".join(e2e) + "\n")
     return out
 
 
 def targets_text(results: list[dict]) -> str:
-    return "\n".join(f"- {r['status']}: {r['target']}" + (f" = {r['text']}" if r.get("text") else "")
-                     for r in results) + "\n"
+    return "\n".join(f"- {r['status']}: {r['target']}"
+                     + (f" = {r['text']}" if r.get("text") else "") for r in results) + "\n"

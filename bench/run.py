@@ -77,7 +77,8 @@ class Bench:
             if any(w.phase == f"scale-{n}" for w in self.workloads):
                 tree = trees.scaling_tree(self.base / f"scale-{n}", n)
                 self.scale[n] = tree
-                self.static[f"scale-{n}"] = trees.static_index(tree, self.base / f"scale-{n}" / "static")
+                self.static[f"scale-{n}"] = trees.static_index(
+                    tree, self.base / f"scale-{n}" / "static")
         self.uploads = trees.upload_files(self.base / "upload-src", self.args.uploads)
         print(f"bench: trees ready in {time.monotonic() - t0:.1f}s under {self.base} "
               f"({self.main.files} files in the main tree)", flush=True)
@@ -97,12 +98,13 @@ class Bench:
         else:
             tree = self.main
         return servers.STARTERS[server](
-            workdir=workdir, packages=tree.packages, static=self.static.get(phase, self.static["main"]),
-            htpasswd=self.htpasswd, auth=phase == "auth", stock_venv=self.stock_venv,
-            credentials=self.credentials)
+            workdir=workdir, packages=tree.packages,
+            static=self.static.get(phase, self.static["main"]), htpasswd=self.htpasswd,
+            auth=phase == "auth", stock_venv=self.stock_venv, credentials=self.credentials)
 
     def _measure(self, srv: servers.Running, wl: Workload) -> dict[str, Any]:
-        names = self.scale[int(wl.phase[6:])].names if wl.phase.startswith("scale-") else self.main.names
+        scaled = wl.phase.startswith("scale-")
+        names = self.scale[int(wl.phase[6:])].names if scaled else self.main.names
         headers = {}
         if wl.auth:
             headers["Authorization"] = self.credentials
@@ -120,7 +122,8 @@ class Bench:
         if wl.kind == "upload":
             cpu0 = servers.tree_cpu(srv.proc.pid)
             with servers.PeakRss(srv.proc.pid) as mem:
-                res = clients.upload(srv.url, self.uploads, self.credentials, self.args.upload_conns)
+                res = clients.upload(srv.url, self.uploads, self.credentials,
+                                     self.args.upload_conns)
             cpu = servers.tree_cpu(srv.proc.pid) - cpu0
             return {"rps": res.rate, "seconds": res.seconds, "p50_ms": res.p50_ms,
                     "p99_ms": res.p99_ms, "errors": res.errors, "rss": mem.peak,
@@ -134,7 +137,8 @@ class Bench:
                 wrk.run(url, self.args.warmup, headers=headers, connections=self.args.connections)
                 check(url, wl, headers, self.sizes, timeout=300)  # waits out the warm-up's backlog
             cpu0 = servers.tree_cpu(srv.proc.pid)
-            res = wrk.run(url, self.args.duration, headers=headers, connections=self.args.connections)
+            res = wrk.run(url, self.args.duration, headers=headers,
+                          connections=self.args.connections)
             cpu = servers.tree_cpu(srv.proc.pid) - cpu0
         if res.requests == 0:
             return {"rps": 0.0, "errors": res.errors, "rss": mem.peak,
@@ -145,7 +149,8 @@ class Bench:
     def run_round(self, number: int) -> None:
         order = list(servers.SERVERS[number % 3:] + servers.SERVERS[:number % 3])
         phases = list(dict.fromkeys(w.phase for w in self.workloads))
-        print(f"bench: round {number + 1}/{self.args.rounds} (order: {', '.join(order)})", flush=True)
+        print(f"bench: round {number + 1}/{self.args.rounds} (order: {', '.join(order)})",
+              flush=True)
         for server in order:
             if server not in self.args.servers.split(","):
                 continue
@@ -158,7 +163,8 @@ class Bench:
                     srv = self._start(server, phase, workdir)
                 except RuntimeError as exc:
                     for wl in todo:
-                        self._record(wl, server, {"note": f"server did not start: {str(exc)[:200]}"})
+                        self._record(wl, server,
+                                     {"note": f"server did not start: {str(exc)[:200]}"})
                     continue
                 try:
                     for wl in todo:
@@ -185,11 +191,13 @@ class Bench:
 def code_version() -> str:
     """The commit measured, and whether pypibox/ had uncommitted changes in the work tree."""
     def git(*args: str) -> str:
-        out = subprocess.run(["git", "-C", str(servers.ROOT), *args], capture_output=True, text=True)
+        out = subprocess.run(["git", "-C", str(servers.ROOT), *args], capture_output=True,
+                             text=True)
         return out.stdout.strip()
 
     dirty = git("status", "--porcelain", "--", "pypibox")
-    return git("rev-parse", "--short", "HEAD") + (" + uncommitted changes in pypibox/" if dirty else "")
+    return git("rev-parse", "--short", "HEAD") + (
+        " + uncommitted changes in pypibox/" if dirty else "")
 
 
 def write(bench: Bench, info: dict[str, Any], started: str) -> str:
@@ -201,11 +209,13 @@ def write(bench: Bench, info: dict[str, Any], started: str) -> str:
     md = (f"# pypibox benchmark, {started}\n\n"
           f"Machine: {info['machine']['nproc']} CPUs ({info['machine']['cpu']}), "
           f"{info['machine']['ram_gib']} GiB RAM; load average at start "
-          f"{info['machine']['loadavg_start'][0]:.2f}, at end {info['machine']['loadavg_end'][0]:.2f}.\n"
+          f"{info['machine']['loadavg_start'][0]:.2f}, "
+          f"at end {info['machine']['loadavg_end'][0]:.2f}.\n"
           f"Command: `{info['command']}`; code measured: {info['code']}.\n"
           f"wrk -t2 -c{a.connections}, {a.warmup:g} s warm-up + {a.duration:g} s per figure; "
           f"each figure the median of {a.rounds} rounds, servers interleaved per round.\n"
-          f"Versions: {info['versions']['nginx']}; {info['versions']['wrk'].split(' Copyright')[0]}; "
+          f"Versions: {info['versions']['nginx']}; "
+          f"{info['versions']['wrk'].split(' Copyright')[0]}; "
           f"stock: {info['versions']['stock']}.\n"
           "In cells, `(0.50x n, 12x s)` is the figure divided by nginx's and by stock "
           "pypiserver's (for auth and JSON rows nginx's reference is the plain row without "
@@ -235,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--upload-conns", type=int, default=4, help="concurrent upload connections")
     p.add_argument("--servers", default=",".join(servers.SERVERS), help="comma list to run")
     p.add_argument("--only", default="", help="comma list of workload key prefixes")
-    p.add_argument("--quick", action="store_true", help="1 round, 2 s load, 1 s warm-up, 50 uploads")
+    p.add_argument("--quick", action="store_true",
+                   help="1 round, 2 s load, 1 s warm-up, 50 uploads")
     p.add_argument("--keep", action="store_true", help="keep the temporary trees and logs")
     args = p.parse_args(argv)
     if args.quick:

@@ -241,7 +241,8 @@ def start_pypibox(workdir: Path, packages: Path, htpasswd: Path, auth: bool, cre
     if auth:
         env["PYPI_AUTHENTICATE"] = AUTH_ALL
     headers = {"Authorization": credentials} if auth else {}
-    return _spawn("pypibox", [str(python), "-m", "pypibox"], workdir, port, env, "/simple/", headers)
+    return _spawn("pypibox", [str(python), "-m", "pypibox"], workdir, port, env, "/simple/",
+                  headers)
 
 
 STARTERS = {"nginx": start_nginx, "stock": start_stock, "pypibox": start_pypibox}

@@ -19,8 +19,9 @@ import pytest
 from bench import clients, report, servers, trees, wrk
 from bench.workloads import all_workloads, check
 
-pytestmark = pytest.mark.skipif(not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists())
-                                or not shutil.which("wrk"), reason="needs nginx and wrk (make bench installs them)")
+pytestmark = pytest.mark.skipif(
+    not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()) or not shutil.which("wrk"),
+    reason="needs nginx and wrk (make bench installs them)")
 
 
 @pytest.fixture
@@ -79,7 +80,7 @@ def test_process_tree_memory_and_cpu_include_the_worker(nginx):
 
 
 def test_check_refuses_a_wrong_answer(nginx):
-    srv, tree = nginx
+    srv, _ = nginx
     page = next(w for w in all_workloads() if w.key == "scale-100")  # expects 10 links
     assert check(f"{srv.url}/simple/{trees.SCALE_PROJECT}/", page, {}, {}) == ""
     big = next(w for w in all_workloads() if w.key == "simple")

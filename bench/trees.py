@@ -98,7 +98,8 @@ def static_index(tree: Tree, dest: Path) -> Path:
     simple.mkdir(parents=True)
     links = "".join(f'<a href="{p}/">{p}</a><br>\n' for p in sorted(projects))
     (simple / "index.html").write_text(
-        f"<!DOCTYPE html>\n<html><head><title>Simple Index</title></head><body>\n{links}</body></html>\n")
+        "<!DOCTYPE html>\n<html><head><title>Simple Index</title></head><body>\n"
+        f"{links}</body></html>\n")
     for project, files in projects.items():
         rows = []
         for name in files:
