@@ -221,7 +221,7 @@ def write(bench: Bench, info: dict[str, Any], started: str) -> str:
           "pypiserver's (for auth and JSON rows nginx's reference is the plain row without "
           "auth). Peak RSS is the sum over the server's process tree; CPU/req is the CPU time "
           "(user + system) the server's process tree used during the measured load, divided by "
-          "the requests served: less sensitive to a busy machine than req/s. p99 includes the "
+          "the requests served (it moves with the machine's load too). p99 includes the "
           "machine's scheduling noise; nginx's own p99 shows how much.\n\n"
           + report.table(med, bench.workloads)
           + "\nTargets (pypibox):\n\n" + report.targets_text(checks))
