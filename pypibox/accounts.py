@@ -44,6 +44,17 @@ class Accounts:
         self.generation = 0
         self._load(initial=True)
 
+    def after_fork(self) -> None:
+        """In a new worker: its own lock, key and cache, and a fresh look at the file.
+
+        The worker starts from the accounts its parent loaded, so a file that is broken
+        when a worker (re)starts still leaves the last good accounts in force.
+        """
+        self._lock = threading.Lock()
+        self._key = secrets.token_bytes(32)
+        self._cache = OrderedDict()
+        self._next_check = 0.0
+
     # -- loading -----------------------------------------------------------------------
     def _file_stamp(self) -> tuple[int, int, int] | None:
         try:

@@ -18,3 +18,31 @@ def setup(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("pypiserver").setLevel(max(logging.WARNING, root.level))
+
+
+def _gunicorn_logger_base() -> type:
+    from gunicorn.glogging import Logger
+
+    return Logger
+
+
+class AccessLogger(_gunicorn_logger_base()):  # type: ignore[misc]
+    """gunicorn's logger with a cheaper access line in ACCESS_FORMAT's layout.
+
+    gunicorn's own access() builds a dict of every header and environ entry and decodes
+    the Authorization header per request; this writes the same fields, nothing else.
+    """
+
+    def access(self, resp, req, environ, request_time) -> None:  # noqa: ANN001
+        if not self.cfg.accesslog:
+            return
+        status = resp.status
+        if isinstance(status, str):
+            status = status.split(None, 1)[0]
+        sent = getattr(resp, "sent", None)
+        millis = request_time.seconds * 1000 + request_time.microseconds // 1000
+        self.access_log.info(
+            '%s "%s %s %s" %s %s %sms "%s"',
+            environ.get("REMOTE_ADDR", "-"), environ["REQUEST_METHOD"], environ["RAW_URI"],
+            environ["SERVER_PROTOCOL"], status, "-" if sent is None else sent, millis,
+            environ.get("HTTP_USER_AGENT", "-"))

@@ -8,6 +8,7 @@ import typing as t
 from gunicorn.app.base import BaseApplication
 
 from . import logs
+from .accounts import Accounts
 from .settings import Settings
 from .storage import clean_stale_uploads
 
@@ -15,10 +16,15 @@ log = logging.getLogger("pypibox.server")
 
 
 class GunicornServer(BaseApplication):  # type: ignore[misc]
-    """gunicorn with options from our settings; each worker builds its own app after fork."""
+    """gunicorn with options from our settings; each worker builds its own app after fork.
 
-    def __init__(self, settings: Settings) -> None:
+    The accounts are loaded once, before the workers fork: a worker that (re)starts while
+    the htpasswd file is broken keeps the last good accounts instead of failing to boot.
+    """
+
+    def __init__(self, settings: Settings, accounts: Accounts) -> None:
         self.settings = settings
+        self.accounts = accounts
         super().__init__()
 
     def options(self) -> dict[str, t.Any]:
@@ -36,6 +42,7 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
             "accesslog": "-",
             "errorlog": "-",
             "access_log_format": logs.ACCESS_FORMAT,
+            "logger_class": "pypibox.logs.AccessLogger",
             "loglevel": s.log_level,
             "proc_name": "pypibox",
             "forwarded_allow_ips": "127.0.0.1",
@@ -53,7 +60,8 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
         from .webapp import build_app
 
         logs.setup(self.settings.log_level)
-        return build_app(self.settings)
+        self.accounts.after_fork()
+        return build_app(self.settings, self.accounts)
 
 
 def _is_dir(path: str) -> bool:
@@ -67,4 +75,4 @@ def serve(settings: Settings) -> None:
     clean_stale_uploads(settings.packages_dir.resolve())
     log.info("serving %s on http://%s:%d/ (authenticate: %s)", settings.packages_dir,
              settings.host, settings.port, ",".join(settings.authenticate))
-    GunicornServer(settings).run()
+    GunicornServer(settings, Accounts(settings.htpasswd)).run()

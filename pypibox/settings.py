@@ -19,7 +19,7 @@ DEFAULTS: dict[str, tuple[str, str]] = {
     "PYPI_OVERWRITE": ("off", "allow an upload to replace an existing file (on/off)"),
     "PYPI_FALLBACK": ("on", "redirect unknown projects to the public index (on/off)"),
     "PYPI_FALLBACK_URL": ("https://pypi.org/simple/", "where unknown projects are redirected"),
-    "PYPI_WORKERS": ("1", "gunicorn worker processes"),
+    "PYPI_WORKERS": ("2", "gunicorn worker processes"),
     "PYPI_THREADS": ("8", "threads per worker"),
     "PYPI_MAX_UPLOAD_SIZE": ("100M", "largest accepted upload (bytes, or with K/M/G)"),
     "PYPI_BCRYPT_COST": ("12", "bcrypt cost for passwords set by `python -m pypibox adduser`"),
