@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -127,5 +129,21 @@ def test_broken_or_missing_file_keeps_the_last_good_accounts(tmp_path):
         assert "keeping the last good accounts" in srv.logtext()
         assert "Traceback" not in srv.logtext()
         srv.htpasswd.write_text(good)
+    finally:
+        srv.stop()
+
+
+def test_a_worker_restarted_while_the_file_is_broken_keeps_the_last_good_accounts(tmp_path):
+    srv = make_server(tmp_path, PYPI_WORKERS="1").start()
+    try:
+        srv.htpasswd.write_text("broken, no colon\n")
+        children = subprocess.run(["pgrep", "-P", str(srv.proc.pid)], capture_output=True,
+                                  text=True).stdout.split()
+        assert len(children) == 1
+        os.kill(int(children[0]), signal.SIGKILL)  # gunicorn starts a new worker
+        assert wait_until(lambda: "Booting worker" in srv.logtext().split(children[0])[-1], 10)
+        srv.wait_ready()
+        assert upload_status(srv, tmp_path, "alice", PASSWORD, "4.0") == 200
+        assert srv.proc.poll() is None
     finally:
         srv.stop()
