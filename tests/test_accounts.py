@@ -137,8 +137,8 @@ def test_a_worker_restarted_while_the_file_is_broken_keeps_the_last_good_account
     srv = make_server(tmp_path, PYPI_WORKERS="1").start()
     try:
         srv.htpasswd.write_text("broken, no colon\n")
-        children = subprocess.run(["pgrep", "-P", str(srv.proc.pid)], capture_output=True,
-                                  text=True).stdout.split()
+        pid = srv.proc.pid
+        children = open(f"/proc/{pid}/task/{pid}/children").read().split()
         assert len(children) == 1
         os.kill(int(children[0]), signal.SIGKILL)  # gunicorn starts a new worker
         assert wait_until(lambda: "Booting worker" in srv.logtext().split(children[0])[-1], 10)
