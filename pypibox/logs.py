@@ -33,6 +33,13 @@ class AccessLogger(_gunicorn_logger_base()):  # type: ignore[misc]
     the Authorization header per request; this writes the same fields, nothing else.
     """
 
+    def setup(self, cfg) -> None:  # noqa: ANN001
+        """gunicorn's setup, then its error log (``errorlog = "-"``) to stdout like ours."""
+        super().setup(cfg)
+        for handler in self.error_log.handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr:
+                handler.setStream(sys.stdout)
+
     def access(self, resp, req, environ, request_time) -> None:  # noqa: ANN001
         if not self.cfg.accesslog:
             return

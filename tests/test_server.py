@@ -178,3 +178,25 @@ def test_concurrent_uploads_of_one_new_name_have_one_winner(server, tmp_path):
     assert stored in (a.read_bytes(), b.read_bytes())
     # No leftover upload temp file; .pypibox is the index's cache (pypibox/index.py).
     assert not [p for p in server.packages.iterdir() if p.name.startswith(".") and p.name != ".pypibox"]
+
+
+def test_every_log_line_goes_to_stdout(tmp_path):
+    """The container's log is its standard output: gunicorn's own lines included."""
+    from conftest import ROOT, make_server
+
+    srv = make_server(tmp_path)
+    env = clean_env(PYPI_HOST="127.0.0.1", PYPI_PORT=str(srv.port), PYTHONPATH=str(ROOT),
+                    PYPI_PACKAGES_DIR=str(srv.packages), PYPI_HTPASSWD=str(srv.htpasswd))
+    proc = subprocess.Popen([sys.executable, "-m", "pypibox"], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        srv.proc = proc
+        srv.log = tmp_path / "unused.log"
+        srv.log.write_text("")
+        srv.wait_ready()
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=30)
+    assert "Booting worker" in out and "Listening at" in out and "GET /health" in out
+    assert "serving" in out and "Shutting down" in out
+    assert err == ""
