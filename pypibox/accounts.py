@@ -122,6 +122,15 @@ class Accounts:
         msg = user.encode("utf-8", "surrogatepass") + b"\0" + password.encode("utf-8", "surrogatepass")
         return hmac.new(self._key, msg, hashlib.sha256).digest()
 
+    def is_cached(self, user: str, password: str) -> bool:
+        """True if check() would say yes from its cache, with no bcrypt to run."""
+        if not isinstance(user, str) or not isinstance(password, str):
+            return False
+        self.refresh()
+        key = self._cache_key(user, password)
+        seen = self._cache.get(key)
+        return seen is not None and time.monotonic() - seen < self.cache_ttl
+
     def check(self, user: str, password: str) -> bool:
         """True if the password is right for the user; never raises for odd input."""
         if not isinstance(user, str) or not isinstance(password, str):

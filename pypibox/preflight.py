@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 
 from . import htpasswd
@@ -53,7 +54,32 @@ def check_htpasswd(settings: Settings) -> list[htpasswd.Entry]:
         raise PreflightError(f"accounts: {exc}{hint}", EXIT_HTPASSWD) from None
 
 
+def check_port(settings: Settings) -> None:
+    """Nothing else listens on PYPI_HOST:PYPI_PORT.
+
+    The workers share the port (SO_REUSEPORT, so that the kernel spreads connections
+    over them); a plain bind first makes sure no other server already has it.
+    """
+    where = f"{settings.host}:{settings.port}"
+    try:
+        infos = socket.getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise PreflightError(f"PYPI_HOST {settings.host!r}: {exc.strerror}", EXIT_CONFIG) from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise PreflightError(
+                f"cannot listen on {where}: {exc.strerror}; another server has it "
+                "(stop it, or set PYPI_PORT to a free port)", EXIT_CONFIG) from None
+
+
 def run(settings: Settings) -> list[htpasswd.Entry]:
     """Every check, in order; raise PreflightError at the first failure."""
     check_packages_dir(settings)
-    return check_htpasswd(settings)
+    entries = check_htpasswd(settings)
+    check_port(settings)
+    return entries

@@ -65,6 +65,14 @@ def _wsgi_text(value: str) -> str:
         return value
 
 
+def _is_project_path(path: str) -> bool:
+    return path.startswith("/simple/") and path.endswith("/") and path.count("/") == 3
+
+
+def _is_file_path(path: str) -> bool:
+    return path.startswith("/packages/") and len(path) > len("/packages/")
+
+
 class ReadPath:
     """WSGI middleware answering the index and file downloads from a PackageIndex."""
 
@@ -76,6 +84,7 @@ class ReadPath:
         self.fallback = settings.fallback
         self.fallback_url = settings.fallback_url
         self.index = index or PackageIndex(settings.packages_dir)
+        self._hashed: dict[str, tuple[FileEntry, ...]] = {}
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> t.Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
@@ -83,13 +92,44 @@ class ReadPath:
         if method in ("GET", "HEAD"):
             if path == "/simple/":
                 return self._guarded("list", environ, start_response, self.root_page)
-            if path.startswith("/simple/") and path.endswith("/") and path.count("/") == 3:
+            if _is_project_path(path):
                 return self._guarded("list", environ, start_response, self.project_page)
-            if path.startswith("/packages/") and len(path) > len("/packages/"):
+            if _is_file_path(path):
                 return self._guarded("download", environ, start_response, self.package_file)
         elif method == "POST":
             return self._post(environ, start_response)
         return self.inner(environ, start_response)
+
+    def quick(self, environ: Environ) -> bool:
+        """True if this request is ours and needs no slow work: no bcrypt, no hashing.
+
+        Such requests can be answered in the server's event loop. A password not yet in
+        the accounts' cache, or a project page with files not yet hashed, is slow.
+        """
+        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+            return False
+        if environ.get("CONTENT_LENGTH", "0") not in ("", "0") or \
+                "HTTP_TRANSFER_ENCODING" in environ:
+            return False
+        path = environ.get("PATH_INFO", "")
+        if path == "/simple/" or _is_project_path(path):
+            action = "list"
+        elif _is_file_path(path):
+            action = "download"
+        else:
+            return False
+        if action in self.authenticate:
+            creds = basic_credentials(environ.get("HTTP_AUTHORIZATION"))
+            if creds is not None and not self.accounts.is_cached(*creds):
+                return False
+        if action == "list" and path != "/simple/":
+            name = normalize_pkgname(path[len("/simple/"):-1])
+            entries = self.index.project(name)
+            if entries is not None and self._hashed.get(name) is not entries:
+                if any(e.info is None for e in entries):
+                    return False
+                self._hashed[name] = entries  # a tuple's entries, once hashed, stay so
+        return True
 
     # -- plumbing ----------------------------------------------------------------------
     def _post(self, environ: Environ, start_response: StartResponse) -> t.Iterable[bytes]:

@@ -18,6 +18,9 @@ log = logging.getLogger("pypibox.server")
 class GunicornServer(BaseApplication):  # type: ignore[misc]
     """gunicorn with options from our settings; each worker builds its own app after fork.
 
+    Each worker is gunicorn's asyncio worker: its event loop keeps the connections and
+    parses HTTP, and the WSGI app runs in a pool of PYPI_THREADS threads (``bridge``).
+
     The accounts are loaded once, before the workers fork: a worker that (re)starts while
     the htpasswd file is broken keeps the last good accounts instead of failing to boot.
     """
@@ -33,8 +36,9 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
         return {
             "bind": [f"[{s.host}]:{s.port}" if ":" in s.host else f"{s.host}:{s.port}"],
             "workers": s.workers,
-            "worker_class": "gthread",
-            "threads": s.threads,
+            "worker_class": "pypibox.worker.Worker",
+            "asgi_lifespan": "off",
+            "reuse_port": True,
             "timeout": 120,
             "graceful_timeout": 10,
             "keepalive": 5,
@@ -57,11 +61,13 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
                 self.cfg.set(key, value)
 
     def load(self) -> t.Callable[..., t.Any]:
+        from .bridge import WsgiBridge
         from .webapp import build_app
 
         logs.setup(self.settings.log_level)
         self.accounts.after_fork()
-        return build_app(self.settings, self.accounts)
+        app, reader = build_app(self.settings, self.accounts, with_reader=True)
+        return WsgiBridge(app, self.settings.threads, quick=reader.quick)
 
 
 def _is_dir(path: str) -> bool:

@@ -20,7 +20,7 @@ DEFAULTS: dict[str, tuple[str, str]] = {
     "PYPI_FALLBACK": ("on", "redirect unknown projects to the public index (on/off)"),
     "PYPI_FALLBACK_URL": ("https://pypi.org/simple/", "where unknown projects are redirected"),
     "PYPI_WORKERS": ("2", "gunicorn worker processes"),
-    "PYPI_THREADS": ("8", "threads per worker"),
+    "PYPI_THREADS": ("8", "threads per worker for requests that may wait (password checks, uploads)"),
     "PYPI_MAX_UPLOAD_SIZE": ("100M", "largest accepted upload (bytes, or with K/M/G)"),
     "PYPI_BCRYPT_COST": ("12", "bcrypt cost for passwords set by `python -m pypibox adduser`"),
     "PYPI_LOG_LEVEL": ("info", "debug, info, warning or error"),

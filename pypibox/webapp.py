@@ -152,8 +152,17 @@ class Guard:
         return self.inner(environ, start_response)
 
 
-def build_app(settings: Settings, accounts: Accounts | None = None) -> WSGIApp:
-    """The complete WSGI application for one worker process."""
+@t.overload
+def build_app(settings: Settings, accounts: Accounts | None = None) -> WSGIApp: ...
+@t.overload
+def build_app(settings: Settings, accounts: Accounts | None, with_reader: t.Literal[True]
+              ) -> tuple[WSGIApp, ReadPath]: ...
+
+
+def build_app(settings: Settings, accounts: Accounts | None = None,
+              with_reader: bool = False) -> t.Any:
+    """The complete WSGI application for one worker process (and its ReadPath if asked)."""
     accounts = accounts or Accounts(settings.htpasswd)
     reader = ReadPath(build_pypiserver(settings, accounts), settings, accounts)
-    return Guard(reader, settings)
+    app = Guard(reader, settings)
+    return (app, reader) if with_reader else app

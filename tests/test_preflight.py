@@ -154,3 +154,32 @@ def test_a_good_file_from_debian_htpasswd_starts_the_server(tmp_path):
         assert srv.get("/health").status == 200
     finally:
         srv.stop()
+
+
+def test_a_port_another_server_listens_on_is_refused(tmp_path):
+    """A plain listener (not ours) on the port: a clear message, exit 2, no traceback."""
+    srv = make_server(tmp_path)
+    import socket
+
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", srv.port))
+        other.listen()
+        result = start(base_env(srv))
+    assert result.returncode == 2, result.stdout + result.stderr
+    out = result.stdout + result.stderr
+    assert f"cannot listen on 127.0.0.1:{srv.port}" in out
+    assert "PYPI_PORT" in out
+    assert "Traceback" not in out
+
+
+def test_a_second_pypibox_on_the_same_port_is_refused(tmp_path):
+    """The workers share their port (SO_REUSEPORT); a second server must not join them."""
+    first = make_server(tmp_path).start()
+    try:
+        second = make_server(tmp_path)
+        result = start({**base_env(second), "PYPI_PORT": str(first.port)})
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert f"cannot listen on 127.0.0.1:{first.port}" in result.stdout + result.stderr
+        assert first.get("/health").status == 200
+    finally:
+        first.stop()
