@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import os
@@ -120,7 +119,7 @@ class Accounts:
     # -- checking ----------------------------------------------------------------------
     def _cache_key(self, user: str, password: str) -> bytes:
         msg = user.encode("utf-8", "surrogatepass") + b"\0" + password.encode("utf-8", "surrogatepass")
-        return hmac.new(self._key, msg, hashlib.sha256).digest()
+        return hmac.digest(self._key, msg, "sha256")
 
     def is_cached(self, user: str, password: str) -> bool:
         """True if check() would say yes from its cache, with no bcrypt to run."""

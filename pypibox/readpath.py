@@ -29,6 +29,8 @@ WSGIApp = t.Callable[[Environ, StartResponse], t.Iterable[bytes]]
 
 _PROJECT = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
 METADATA_SUFFIX = ".metadata"
+#: environ key for credentials quick() found in the accounts' cache (no header can set it).
+VERIFIED = "pypibox.verified"
 
 
 def _text(start_response: StartResponse, status: str, text: str,
@@ -120,8 +122,10 @@ class ReadPath:
             return False
         if action in self.authenticate:
             creds = basic_credentials(environ.get("HTTP_AUTHORIZATION"))
-            if creds is not None and not self.accounts.is_cached(*creds):
-                return False
+            if creds is not None:
+                if not self.accounts.is_cached(*creds):
+                    return False
+                environ[VERIFIED] = creds  # checked just now: _guarded need not again
         if action == "list" and path != "/simple/":
             name = normalize_pkgname(path[len("/simple/"):-1])
             entries = self.index.project(name)
@@ -156,7 +160,7 @@ class ReadPath:
             if creds is None:
                 return _text(start_response, "401 Unauthorized", "Authentication required",
                              [("WWW-Authenticate", 'Basic realm="pypi"')], head)
-            if not self.accounts.check(*creds):
+            if environ.get(VERIFIED) != creds and not self.accounts.check(*creds):
                 return _text(start_response, "403 Forbidden", "Access denied", head=head)
         return handler(environ, start_response)
 

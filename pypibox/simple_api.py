@@ -25,10 +25,24 @@ _EXACT_PREF = (JSON, V1_HTML, TEXT_HTML)
 _WILD_PREF = (TEXT_HTML, JSON, V1_HTML)
 
 
+_NEGOTIATED: dict[str, str | None] = {}
+
+
 def negotiate(accept: str | None) -> str | None:
     """The media type to send for an Accept header; None when nothing offered is acceptable."""
     if not accept or not accept.strip():
         return TEXT_HTML
+    try:
+        return _NEGOTIATED[accept]
+    except KeyError:
+        pass
+    kind = _negotiate(accept)
+    if len(_NEGOTIATED) < 256:  # clients send a handful of distinct headers
+        _NEGOTIATED[accept] = kind
+    return kind
+
+
+def _negotiate(accept: str) -> str | None:
     best: dict[str, tuple[int, float]] = {}   # type -> (specificity, q) of the best match
     for item in accept.split(","):
         parts = [p.strip() for p in item.split(";")]
