@@ -156,11 +156,13 @@ class ReadPath:
                  ) -> t.Iterable[bytes]:
         head = environ.get("REQUEST_METHOD") == "HEAD"
         if action in self.authenticate:
+            if VERIFIED in environ:
+                return handler(environ, start_response)
             creds = basic_credentials(environ.get("HTTP_AUTHORIZATION"))
             if creds is None:
                 return _text(start_response, "401 Unauthorized", "Authentication required",
                              [("WWW-Authenticate", 'Basic realm="pypi"')], head)
-            if environ.get(VERIFIED) != creds and not self.accounts.check(*creds):
+            if not self.accounts.check(*creds):
                 return _text(start_response, "403 Forbidden", "Access denied", head=head)
         return handler(environ, start_response)
 
