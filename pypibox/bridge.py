@@ -1,7 +1,8 @@
-"""The WSGI application served by gunicorn's asyncio (ASGI) worker, one request per pool thread.
+"""The WSGI application served by gunicorn's asyncio (ASGI) worker.
 
-The event loop parses HTTP and keeps the connections; the WSGI app (ours and pypiserver's)
-runs in a thread, so a bcrypt check or an upload never holds up other requests. Small
+The event loop parses HTTP and keeps the connections. A request that needs no slow work
+(``quick``) is answered in the loop; any other runs the WSGI app (ours and pypiserver's)
+in a pool thread, so a bcrypt check or an upload never holds up other requests. Small
 responses go back to the loop in one piece; files are read and sent by the loop.
 """
 
