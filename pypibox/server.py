@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
 import typing as t
 
 from gunicorn.app.base import BaseApplication
@@ -76,8 +78,25 @@ def _is_dir(path: str) -> bool:
     return os.path.isdir(path) and os.access(path, os.W_OK)
 
 
+def limit_malloc_arenas(count: int = 2) -> bool:
+    """Cap glibc's malloc arenas (one per thread by default, which fragments memory).
+
+    What ``MALLOC_ARENA_MAX`` does, unless that is set already; nothing on musl (Alpine).
+    Forked workers inherit it. True if the cap was applied.
+    """
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    m_arena_max = -8  # from glibc's malloc.h
+    return bool(mallopt(m_arena_max, count))
+
+
 def serve(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT; gunicorn stops gracefully on either."""
+    limit_malloc_arenas()
     clean_stale_uploads(settings.packages_dir.resolve())
     log.info("serving %s on http://%s:%d/ (authenticate: %s)", settings.packages_dir,
              settings.host, settings.port, ",".join(settings.authenticate))

@@ -129,3 +129,19 @@ def test_every_request_of_a_burst_is_in_the_access_log(server_factory):
             break
         time.sleep(0.1)
     assert missing == []
+
+
+def test_malloc_arenas_are_capped_unless_the_environment_says_otherwise():
+    """On glibc the server caps malloc arenas (threads fragment memory); MALLOC_ARENA_MAX wins."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT, clean_env
+
+    code = "from pypibox.server import limit_malloc_arenas as f; print(f())"
+    plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env=clean_env(PYTHONPATH=str(ROOT)), check=True)
+    assert plain.stdout.strip() == "True"  # the host (Debian) is glibc
+    preset = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=clean_env(PYTHONPATH=str(ROOT), MALLOC_ARENA_MAX="4"), check=True)
+    assert preset.stdout.strip() == "False"
