@@ -73,6 +73,22 @@ class FileEntry:
         """Appears on its project's page (signatures are downloadable but not listed)."""
         return not self.relpath.endswith(".asc")
 
+    @property
+    def sha256(self) -> str:
+        """The file's sha256 (its info must be loaded)."""
+        assert self.info is not None
+        return self.info.sha256
+
+    @property
+    def requires_python(self) -> str | None:
+        """Requires-Python of its metadata."""
+        return self.info.requires_python if self.info else None
+
+    @property
+    def metadata_sha256(self) -> str | None:
+        """sha256 of the wheel's extracted METADATA."""
+        return self.info.metadata_sha256 if self.info else None
+
     def sort_key(self) -> tuple[t.Any, ...]:
         """Order on a project page: version, then path (as pypiserver orders them)."""
         return (parse_version(self.version), self.relpath)
@@ -84,14 +100,6 @@ class _Dir:
     racy: bool
     files: dict[str, FileEntry] = field(default_factory=dict)   # name -> entry
     subdirs: list[str] = field(default_factory=list)            # relpaths
-
-
-@dataclass(frozen=True)
-class Page:
-    """A rendered page: body bytes and a strong ETag."""
-
-    body: bytes
-    etag: str
 
 
 def _stat_key(path: str) -> tuple[int, int, int] | None:
@@ -116,8 +124,6 @@ class PackageIndex:
         self._dirs: dict[str, _Dir] = {}
         self.files: dict[str, FileEntry] = {}                   # relpath -> entry
         self.projects: dict[str, tuple[FileEntry, ...]] = {}    # name -> listed entries
-        #: (project, or '' for the list of projects; media type) -> (what it was made from, page)
-        self.pages: dict[tuple[str, str], tuple[object, Page]] = {}
         self._quick: tuple[t.Any, t.Any] | None = None
         self._next_full = 0.0
         self._verified: dict[str, float] = {}
@@ -254,9 +260,6 @@ class PackageIndex:
             else:
                 projects.pop(name, None)
         self.projects = projects
-        for name in list(changed) + [""]:
-            for kind in PAGE_KINDS:
-                self.pages.pop((name, kind), None)
         self.generation += 1
 
     def verify(self, name: str) -> None:
@@ -285,8 +288,44 @@ class PackageIndex:
 
     # -- lookups -----------------------------------------------------------------------
     def project(self, name: str) -> tuple[FileEntry, ...] | None:
-        """The listed files of a project (normalised name), or None."""
+        """The listed files of a project (normalised name), with their facts, or None."""
+        self.verify(name)
+        entries = self.projects.get(name)
+        if entries is not None:
+            self.ensure_info(entries)
+        return entries
+
+    def project_stamp(self, name: str) -> object:
+        """What changes when the project's files change; None for an unknown project."""
+        self.verify(name)
         return self.projects.get(name)
+
+    def project_names(self) -> list[str]:
+        """Every project's normalised name."""
+        return list(self.projects)
+
+    def stats(self) -> tuple[int, int]:
+        """Stored files (signatures left out) and their bytes."""
+        listed = [e for e in self.files.values() if e.listed]
+        return len(listed), sum(e.size for e in listed)
+
+    def files_page(self, offset: int, limit: int) -> tuple[list[FileEntry], int]:
+        """Stored files by path, a page at a time, and how many there are."""
+        names = sorted(self.files)
+        page = [self.files[n] for n in names[offset: offset + limit]]
+        return page, len(names)
+
+    def add(self, relpath: str, sha256: str, dist: object) -> None:
+        """The write path stored a file."""
+        self.touch()
+
+    def remove(self, relpath: str) -> None:
+        """The write path removed a file."""
+        self.touch()
+
+    def metadata(self, entry: FileEntry) -> bytes | None:
+        """The wheel's METADATA, as announced."""
+        return self.read_core_metadata(entry)
 
     def file(self, relpath: str) -> FileEntry | None:
         """The file at ``relpath`` (as in a /packages/ URL), or None."""

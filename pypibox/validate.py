@@ -8,11 +8,9 @@ like are refused: PyPI no longer takes them and modern installers do not need th
 from __future__ import annotations
 
 import email.parser
-import functools
 import logging
 import re
 import tarfile
-import typing as t
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +23,6 @@ from packaging.utils import (
     parse_wheel_filename,
 )
 from packaging.version import InvalidVersion, Version
-from pypiserver.bottle_wrapper.bottle import HTTPError, HTTPResponse, request
 
 log = logging.getLogger("pypibox.validate")
 
@@ -226,36 +223,3 @@ def _check_signature(path: Path, filename: str) -> None:
         head = fh.read(len(_SIG_START))
     if size > MAX_SIGNATURE or head != _SIG_START:
         raise InvalidUpload(f"Bad upload: {filename} is not an ASCII-armored signature")
-
-
-def refuse_unparsable_forms(app: t.Any) -> None:
-    """Answer 400, not 500, to a POST whose form data bottle cannot parse.
-
-    Wraps each POST route of pypiserver's bottle app (outside its auth check, so nothing is
-    parsed before the password is). An error raised before the form was parsed is the
-    client's fault; any later error is left alone and stays a 500.
-    """
-    for route in app.routes:
-        if route.method == "POST":
-            route.callback = _parse_guard(route.callback)
-            route.reset()
-
-
-def _parse_guard(callback: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
-    @functools.wraps(callback)
-    def guarded(*args: t.Any, **kwargs: t.Any) -> t.Any:
-        try:
-            return callback(*args, **kwargs)
-        except HTTPResponse:
-            raise
-        except Exception as exc:
-            if "bottle.request.post" in request.environ:
-                raise
-            limit_hit = getattr(exc, "http_status", None)
-            if limit_hit:
-                raise HTTPError(limit_hit, str(exc)) from None
-            log.warning("refused a malformed form: %s", type(exc).__name__)
-            raise HTTPError(400, "Bad request: the form data could not be parsed "
-                                 f"({type(exc).__name__})") from None
-
-    return guarded
