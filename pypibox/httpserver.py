@@ -275,7 +275,7 @@ class Connection(asyncio.Protocol):
         self.url.clear()
         self.header_list = []
         self.head_bytes = 0
-        if self.timer is None:
+        if self.timer_kind != "header":
             self._arm("header", self.server.header_timeout, self._header_timeout)
 
     def on_url(self, url: bytes) -> None:
@@ -355,6 +355,7 @@ class Connection(asyncio.Protocol):
                             keep_alive=parser.should_keep_alive() and not self.upgrade,
                             expect_continue=headers.get("expect", "").lower() == "100-continue")
         incoming.timeout = self.server.body_timeout
+        incoming.complete = not incoming.has_body  # nothing more to wait for
         return incoming
 
     def _next(self) -> None:
@@ -388,8 +389,9 @@ class Connection(asyncio.Protocol):
         self.idle_since = self.loop.time()
         if self.queue:
             self._next()
-        else:
-            self.resume_reading()
+            return
+        self.resume_reading()
+        if not self.in_head:  # else the next request's headers are on their way, and timed
             self._arm("idle", self.server.keepalive_timeout, self._idle_timeout)
 
     # -- answering ---------------------------------------------------------------------------
