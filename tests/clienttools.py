@@ -23,7 +23,6 @@ from pkgfactory import make_wheel
 from repack import repack_all
 
 VENV_BIN = str(Path(sys.executable).parent)  # poetry, pdm, pipenv, flit, twine, uv, hatch
-BASE_PYTHON = str(Path(sys.base_prefix) / "bin" / "python3")  # what the test venv was made from
 
 # The build backends a project in these tests names, with what they need.
 BACKENDS = ["hatchling", "flit_core", "poetry-core", "setuptools"]
@@ -90,7 +89,7 @@ def tool_env(home: Path, trap: Trap, **extra: str) -> dict[str, str]:
         "VIRTUALENV_OVERRIDE_APP_DATA": str(cache / "virtualenv"),
         "POETRY_KEYRING_ENABLED": "false", "POETRY_NO_INTERACTION": "1",
         "POETRY_VIRTUALENVS_IN_PROJECT": "true",
-        "PDM_CHECK_UPDATE": "false", "PDM_NON_INTERACTIVE": "1", "PDM_PYTHON": BASE_PYTHON,
+        "PDM_CHECK_UPDATE": "false", "PDM_NON_INTERACTIVE": "1",
         "PDM_USE_VENV": "1",
         "PIPENV_VENV_IN_PROJECT": "1", "PIPENV_IGNORE_VIRTUALENVS": "1", "PIPENV_YES": "1",
         "PIPENV_NOSPIN": "1", "PIPENV_VERBOSITY": "-1",
