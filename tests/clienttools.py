@@ -83,7 +83,7 @@ def tool_env(home: Path, trap: Trap, **extra: str) -> dict[str, str]:
         # No keyring: a test (and a script) must not depend on a desktop's secret store.
         "PYTHON_KEYRING_BACKEND": "keyring.backends.null.Keyring",
         "PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1",
-        "UV_NO_CONFIG": "1", "UV_PYTHON_DOWNLOADS": "never", "UV_CACHE_DIR": str(cache / "uv"),
+        "UV_PYTHON_DOWNLOADS": "never", "UV_CACHE_DIR": str(cache / "uv"),
         # virtualenv (poetry, pipenv, hatch) would refresh its seed wheels from PyPI.
         "VIRTUALENV_NO_PERIODIC_UPDATE": "1",
         "VIRTUALENV_OVERRIDE_APP_DATA": str(cache / "virtualenv"),
