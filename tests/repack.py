@@ -40,11 +40,23 @@ def repack(name: str, dest: Path) -> Path:
             if line.startswith("Tag:")]
     if not tags:
         raise ValueError(f"{name}: no Tag in {info / 'WHEEL'}")
+    generated = {ep.name for ep in dist.entry_points
+                 if ep.group in ("console_scripts", "gui_scripts")}
+    data = info.name.removesuffix(".dist-info") + ".data"
     files: dict[str, bytes] = {}
     for row in csv.reader(io.StringIO((info / "RECORD").read_text())):
         rel = row[0]
-        if rel.startswith("..") or "__pycache__" in rel or rel.endswith(".pyc"):
-            continue  # console scripts (regenerated from entry_points.txt) and bytecode
+        if "__pycache__" in rel or rel.endswith(".pyc"):
+            continue
+        if rel.startswith(".."):
+            script = Path(rel)
+            if script.parent.name != "bin" or script.name in generated:
+                continue  # pip writes entry-point scripts itself at install time
+            path = (site / rel).resolve()
+            body = path.read_bytes() if path.is_file() else b"#!"
+            if not body.startswith(b"#!"):  # a program shipped as is (uv's binary)
+                files[f"{data}/scripts/{script.name}"] = body
+            continue  # a "#!" script names this venv's python: not for elsewhere
         if rel.startswith(info.name + "/") and rel.split("/", 1)[1] in _INSTALL_ONLY:
             continue
         path = site / rel
