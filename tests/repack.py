@@ -42,7 +42,7 @@ def repack(name: str, dest: Path) -> Path:
         raise ValueError(f"{name}: no Tag in {info / 'WHEEL'}")
     generated = {ep.name for ep in dist.entry_points
                  if ep.group in ("console_scripts", "gui_scripts")}
-    data = info.name.removesuffix(".dist-info") + ".data"
+    data_dir = info.name.removesuffix(".dist-info") + ".data"
     files: dict[str, bytes] = {}
     for row in csv.reader(io.StringIO((info / "RECORD").read_text())):
         rel = row[0]
@@ -55,7 +55,7 @@ def repack(name: str, dest: Path) -> Path:
             path = (site / rel).resolve()
             body = path.read_bytes() if path.is_file() else b"#!"
             if not body.startswith(b"#!"):  # a program shipped as is (uv's binary)
-                files[f"{data}/scripts/{script.name}"] = body
+                files[f"{data_dir}/scripts/{script.name}"] = body
             continue  # a "#!" script names this venv's python: not for elsewhere
         if rel.startswith(info.name + "/") and rel.split("/", 1)[1] in _INSTALL_ONLY:
             continue
@@ -74,7 +74,11 @@ def repack(name: str, dest: Path) -> Path:
     out = dest / f"{dist_name}-{dist.version}-{tag}.whl"
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
         for rel, data in files.items():
-            zf.writestr(rel, data)
+            entry = zipfile.ZipInfo(rel, date_time=(2020, 1, 1, 0, 0, 0))
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            # pip keeps the executable bit of a file in .data/scripts (uv's binary needs it)
+            entry.external_attr = (0o100755 if rel.startswith(f"{data_dir}/scripts/") else 0o100644) << 16
+            zf.writestr(entry, data)
     return out
 
 
