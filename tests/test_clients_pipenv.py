@@ -67,6 +67,17 @@ def test_pipenv_private_index_as_the_only_source(indexes, user, tmp_path):
                                "pbx-public-only": ("==1.0", "private")}
 
 
+def test_pipenv_private_index_first_wins_for_names_without_index(indexes, user, tmp_path):
+    """README: the private index as the first source; PyPI after it is asked for nothing."""
+    public, srv = indexes.public, indexes.private
+    project = pipfile(tmp_path / "app", source("private", f"{srv.url}/simple/")
+                      + source("pypi", f"{public.url}/simple/"), 'pbx-internal = "*"\n')
+    result = user("pipenv install", project)
+    assert result.returncode == 0, out(result)
+    assert installed_version(project / ".venv", "pbx_internal") == "1.0"
+    assert locked(project)["pbx-internal"] == ("==1.0", "private")
+
+
 def test_pipenv_index_pins_the_name_to_the_private_source(indexes, user, tmp_path):
     """README: PyPI first, the private index second, and ``index=`` for each private name."""
     public, srv = indexes.public, indexes.private
