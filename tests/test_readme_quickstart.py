@@ -136,3 +136,25 @@ def stop_group(pgid: int) -> None:
             except ProcessLookupError:
                 return
             time.sleep(0.2)
+
+
+# The seed README's commands and settings, which README keeps (they still work as written:
+# test_readme_auth.py and test_clients_publish.py/test_clients_install.py run them).
+SEED = [
+    "[ ! -f auth/htpasswd ] && htpasswd -c -B auth/htpasswd <username>",
+    "htpasswd auth/htpasswd <username>",
+    "make -C auth interact",
+    "make run",
+    "[distutils]\nindex-servers =\n  <servername>\n\n[<servername>]\nrepository=<url>\n"
+    "username=<username>\npassword=<password>",
+    "python3 setup.py register -r <servername>",
+    "python3 setup.py sdist upload -r <servername>",
+    "[global]\nextra-index-url=<url>/simple/",
+    "pip3 install --user <package>",
+]
+
+
+def test_readme_keeps_the_seed_commands():
+    text = (ROOT / "README.md").read_text()
+    missing = [command for command in SEED if command not in text]
+    assert not missing, missing
