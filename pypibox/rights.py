@@ -187,9 +187,9 @@ class Rights:
         stone = self.ledger.tombstone(filename)
         if stone is not None:
             when, actor = stone
-            raise Denied(400, f"Bad request: {filename} was deleted on {when[:10]} by {actor};"
-                              " a deleted file's name is never used again, even by its"
-                              " owner: publish a new version")
+            raise Denied(400, f"{filename} was deleted on {when[:10]} by {actor}; a deleted"
+                              " file's name is never used again, even by its owner:"
+                              " publish a new version")
 
     def _check_user(self, user: str) -> None:
         if not USER_RE.match(user):

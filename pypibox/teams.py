@@ -299,9 +299,14 @@ class Teams:
         user = need("user", f"the user to make {role}")
         if verb == "add":
             changed = self.rights.add_member(identity, role, project, user, client)
-            return f"{user} is {'now' if changed else 'already'} a {role} of {project}"
+            return f"{user} is {'now' if changed else 'already'} {with_article(role)} of {project}"
         changed = self.rights.remove_member(identity, role, project, user, client)
-        return f"{user} is {'no longer' if changed else 'not'} a {role} of {project}"
+        return f"{user} is {'no longer' if changed else 'not'} {with_article(role)} of {project}"
+
+
+def with_article(role: str) -> str:
+    """``an owner``, ``a maintainer``."""
+    return f"an {role}" if role[0] in "aeiou" else f"a {role}"
 
 
 def token_event(action: str, actor: str, token: Token, user: str = "") -> Event:
