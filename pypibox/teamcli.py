@@ -106,11 +106,10 @@ def cmd_token_create(args: argparse.Namespace) -> int:
         return _fail(f"there is no account named {args.user} in"
                      f" {_path(args, 'htpasswd', settings.htpasswd)}; add it first")
     packages = _path(args, "packages", settings.packages_dir)
-    trail = ledger.Ledger(packages) if packages.is_dir() else None
+    trail = ledger.Ledger(packages) if packages.is_dir() and not args.no_trail else None
     if trail is None:
         token, secret = tokens.create(path, args.user, args.project, expires, args.name)
-        _note(f"(no packages directory {packages} here: the server records the token in its"
-              " audit trail when it reads the tokens file)")
+        _note("(The server records the token in its audit trail when it reads the file.)")
     else:
         # Under the trail's lock: a server that reads the new file meanwhile waits, then
         # finds the token recorded, and does not record it a second time.
@@ -149,7 +148,7 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
     settings = _settings()
     path = _path(args, "file", settings.tokens)
     packages = _path(args, "packages", settings.packages_dir)
-    if packages.is_dir():
+    if packages.is_dir() and not args.no_trail:
         trail = ledger.Ledger(packages)
         with trail.exclusive():
             token = tokens.revoke(path, args.name)
@@ -291,6 +290,12 @@ def _common(sp: argparse.ArgumentParser, writes: bool = True) -> None:
                         help="who acts, for the audit trail as cli:NAME (default: $USER)")
 
 
+def _no_trail(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--no-trail", action="store_true",
+                    help="do not record it in the packages directory's audit trail here (the"
+                         " server records token changes when it reads the tokens file)")
+
+
 def add_commands(sub: t.Any) -> None:
     """Register the team commands on ``python -m pypibox``'s subparsers."""
     tok = sub.add_parser("token", help="API tokens: create, list, revoke")
@@ -304,6 +309,7 @@ def add_commands(sub: t.Any) -> None:
     sp.add_argument("--name", help="a name for the token (default: USER-<random>)")
     sp.add_argument("--file", help="tokens file (default: $PYPI_TOKENS); created if missing")
     _common(sp)
+    _no_trail(sp)
     sp.set_defaults(func=_run(cmd_token_create))
     sp = tsub.add_parser("list", help="the tokens (never a secret), expiry and last use")
     sp.add_argument("--file", help="tokens file (default: $PYPI_TOKENS)")
@@ -314,6 +320,7 @@ def add_commands(sub: t.Any) -> None:
     sp.add_argument("name")
     sp.add_argument("--file", help="tokens file (default: $PYPI_TOKENS)")
     _common(sp)
+    _no_trail(sp)
     sp.set_defaults(func=_run(cmd_token_revoke))
 
     for name, func, text in (("yank", cmd_yank, "yank a version or a file (PEP 592)"),
