@@ -37,7 +37,8 @@ def site(tmp_path):
 
 def pypibox(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pypibox", *args], capture_output=True,
-                          text=True, env=clean_env(PYTHONPATH=str(ROOT), **env), timeout=60)
+                          text=True, env=clean_env(PYTHONPATH=str(ROOT), **env), timeout=60,
+                          check=False)
 
 
 def ok(result: subprocess.CompletedProcess) -> str:
@@ -202,6 +203,7 @@ def test_the_server_refuses_to_start_with_a_broken_roles_or_tokens_file(site, na
     _, auth, env = site
     (auth / name).write_text(content)
     result = subprocess.run([sys.executable, "-m", "pypibox"], capture_output=True, text=True,
+                            check=False,
                             env=clean_env(PYTHONPATH=str(ROOT), PYPI_HOST="127.0.0.1",
                                           PYPI_PORT=str(free_port()), **env), timeout=30)
     assert result.returncode == 4
