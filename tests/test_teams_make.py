@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -344,3 +345,45 @@ def test_install_file_installs_atomically_and_refuses_broken_input(tmp_path):
     assert refused.returncode != 0 and dest.read_text() == "admin root\n"
     assert install("").returncode == 0 and dest.read_text() == ""
     assert sorted(p.name for p in dest.parent.iterdir()) == ["roles"]
+
+
+# --- README's Teams section, as written ---------------------------------------------------
+
+def teams_section_make_lines() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("\n## Teams\n", 1)[1].split("\n## ", 1)[0]
+    lines = []
+    for block in re.findall(r"```sh\n(.*?)```", section, re.DOTALL):
+        for line in block.splitlines():
+            line = re.sub(r"\s+#.*$", "", line).strip()
+            if line.startswith("make "):
+                lines.append(line)
+    return lines
+
+
+def test_every_make_command_of_the_teams_section_works_as_written(site):
+    repo, packages, _, docker, env = site
+    lines = teams_section_make_lines()
+    assert len(lines) >= 15 and "make -C auth token USER=bob PROJECT=acme-web EXPIRES=90d" \
+        " NAME=ci-acme-web" in lines
+    (repo / ".venv").symlink_to(ROOT / ".venv")          # make venv: the token commands use it
+    add_user(repo / "auth" / "htpasswd", "root", "pw")
+    for name in ("acme_web", "acme_old"):
+        make_wheel(packages, name, "2.0")
+    Ledger(packages).record(Event("add_owner", "cli:setup", project="acme-old", subject="root"))
+    run_server(repo, docker, env)
+    full_env = {**os.environ, "PATH": f"{ROOT / 'tests' / 'fakes'}:{os.environ['PATH']}",
+                "FAKE_DOCKER_LOG": str(docker.log), **env}
+    full_env = {k: v for k, v in full_env.items() if not k.startswith(("PYPI_", "MAKEFLAGS"))}
+    outputs = {}
+    for line in lines:
+        result = subprocess.run(["sh", "-c", line], cwd=repo, env=full_env, capture_output=True,
+                                text=True, timeout=120, check=False)
+        assert result.returncode == 0, (line, result.stdout, result.stderr)
+        outputs[line] = result.stdout
+    assert roles.read(repo / "auth" / "roles").owners("acme-web") == {"bob"}
+    trail = Ledger(packages)
+    assert [e.action for e in trail.events("acme-web")] == ["yank", "unyank", "delete"]
+    assert trail.status("acme-old") == "archived"
+    assert not (packages / "acme_web-2.0-py3-none-any.whl").exists()
+    assert "yank" in outputs["make audit"] and outputs["make audit PROJECT=aliceproj"] == ""
