@@ -134,12 +134,24 @@ class Rights:
 
     # -- checks ---------------------------------------------------------------------------
     def check(self, identity: Identity, action: str, project: str) -> None:
-        """Raise Denied (403, with whom to ask) unless ``identity`` may do ``action``."""
+        """Raise Denied (403, with whom to ask) unless ``identity`` may do ``action``.
+
+        A refusal is decided on fresh state: what another worker recorded a moment ago (an
+        owner adding a maintainer, say) is read first, so it never refuses wrongly.
+        """
         if action in READ_ACTIONS:
             return  # every account (and each of its tokens) may read the whole index
         if action not in NEEDS:
             raise ValueError(f"unknown action {action!r}")
-        project = normalize(project)
+        try:
+            self._check(identity, action, normalize(project))
+        except Denied:
+            self.ledger.refresh(force=True)
+            if isinstance(self._roles, Roles):
+                self._roles.refresh(force=True)
+            self._check(identity, action, normalize(project))
+
+    def _check(self, identity: Identity, action: str, project: str) -> None:
         if identity.scope is not None and project not in identity.scope:
             raise Denied(403, f"Forbidden: {identity.who} is limited to "
                               f"{_names(identity.scope)}; it may not {VERBS[action]} {project}")

@@ -358,7 +358,13 @@ class Tokens(hotfile.HotFile[TokenTable]):
         """The token line of a secret, whatever its state (expired tokens too)."""
         if not isinstance(secret, str) or not SECRET_RE.match(secret):
             return None
-        return self.get().by_hash(digest(secret))
+        hashed = digest(secret)
+        found = self.get().by_hash(hashed)
+        if found is None:
+            # Perhaps made a moment ago: one more look at the file (a stat, no read if
+            # unchanged) before refusing it.
+            found = self.refresh(force=True).by_hash(hashed)
+        return found
 
     def check(self, secret: str) -> Identity | None:
         """The identity a token stands for; None if it is unknown, revoked or expired.

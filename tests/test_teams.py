@@ -719,3 +719,17 @@ def test_the_ledger_format_is_documented_json_lines(dirs):
                          "client", "reason"}
     assert data["reason"] == "ünïcode" and data["time"].endswith("Z")
     assert ledger_mod.Event.from_json(line.encode()) == next(trail.events())
+
+
+def test_a_refusal_is_decided_on_what_other_workers_recorded_a_moment_ago(dirs):
+    """Worker B's view is up to `recheck` old; it must not refuse bob right after A let him in."""
+    worker_a = teams_for(dirs, recheck=30)
+    worker_b = teams_for(dirs, recheck=30)
+    publish(worker_a, ALICE, "p", "1.0")
+    worker_b.ledger.refresh(force=True)
+    worker_a.form(ALICE, {":action": "add_maintainer", "name": "p", "user": "bob"})
+    worker_b.rights.check(BOB, "upload", "p")                     # no wait, no refusal
+    publish(worker_b, BOB, "p", "2.0")
+    _, secret = tokens.create(dirs[1] / "tokens", "bob", name="fresh")
+    assert worker_b.tokens.check(secret) is not None              # a token made just now
+
