@@ -239,14 +239,18 @@ class Ledger:
         self._next_check = 0.0
 
     # -- reading the log ----------------------------------------------------------------
-    def refresh(self, force: bool = False) -> None:
-        """Take in what was appended since the last look (rate limited unless ``force``)."""
+    def refresh(self, force: bool = False, wait: bool | None = None) -> None:
+        """Take in what was appended since the last look (rate limited unless ``force``).
+
+        ``wait`` (default: ``force``) waits for another thread of this process that holds
+        the state; without it, that thread brings the state up to date itself.
+        """
         now = time.monotonic()
         if not force and now < self._next_check:
             return
         # Another thread that holds the state (reading, or writing under the lock) brings
         # it up to date itself: a reader does not wait for it, and answers from memory.
-        if not self._mutex.acquire(blocking=force):
+        if not self._mutex.acquire(blocking=force if wait is None else wait):
             return
         try:
             if force or time.monotonic() >= self._next_check:
@@ -478,8 +482,14 @@ class Ledger:
         return proj.status_reason if proj else ""
 
     def stamp(self, project: str) -> Stamp:
-        """Changes whenever anything about the project changes (for page caches)."""
-        proj = self.state.projects.get(project)
+        """Changes whenever anything about the project changes (for page caches).
+
+        Looks at the trail (one ``stat``, and the new lines if any) on every call, never
+        waiting for another thread: a page cached on it shows a yank or a status that
+        another worker recorded a moment ago, and the queries made to render it see it too.
+        """
+        self.refresh(force=True, wait=False)
+        proj = self._state.projects.get(project)
         return (self._epoch, proj.stamp if proj else 0)
 
     def token_known(self, name: str) -> str | None:

@@ -168,24 +168,25 @@ class Rights:
             status = self.ledger.status(project)
             if status in CLOSED:
                 why = self.ledger.status_reason(project)
-                raise Denied(403, f"Forbidden: {project} is {status}"
-                                  f"{f' ({why})' if why else ''}: it takes no new uploads;"
-                                  " an owner can set it active again")
+                raise Denied(403, f"Forbidden: {project} is {status}: it takes no new uploads;"
+                                  " an owner can set it active again"
+                                  f"{f' (reason: {why})' if why else ''}")
 
     def _refusal(self, identity: Identity, action: str, project: str) -> str:
         who, verb = identity.who, VERBS[action]
         admins = self.rules.admins
+        # Twine prints only the status line, which the server cuts at 200 characters: what
+        # to do comes first, and the sentences stay short.
         ask_admin = (f"an administrator ({_names(admins)})" if admins else
-                     "an administrator (none is named in the roles file yet)")
+                     "an administrator (none is named in the roles file)")
         owners = self.owners(project)
         if action == "upload" and self.is_new(project):
             granted = self.rules.granted(project)
             return (f"Forbidden: {who} may not create {project}: the roles file reserves the"
                     f" name for {_names(granted)}; ask them or {ask_admin}")
         if not owners:
-            return (f"Forbidden: {project} has no recorded owner (it was published before"
-                    f" owners were recorded), so only {ask_admin} may {verb} it; an"
-                    f" administrator can assign one: python -m pypibox owner add {project} USER")
+            return (f"Forbidden: {project} has no recorded owner: only {ask_admin} may {verb}"
+                    f" it, or assign one (python -m pypibox owner add {project} USER)")
         if NEEDS[action] == "maintainer":
             return (f"Forbidden: {who} may not {verb} {project}: ask its owners"
                     f" ({_names(owners)}) to add {identity.user} as a maintainer")

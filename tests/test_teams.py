@@ -464,7 +464,7 @@ def test_projects_from_before_are_administrators_only_until_an_owner_is_assigned
     assert tm.rights.owners("oldproj") == {"alice"}
     no_admins = teams_for(dirs, roles_text="")
     make_wheel(packages, "older", "1.0")
-    assert "none is named in the roles file yet" in refused(publish, no_admins, BOB, "older",
+    assert "none is named in the roles file" in refused(publish, no_admins, BOB, "older",
                                                             "2").reason
 
 
@@ -507,8 +507,8 @@ def test_archived_and_quarantined_projects_take_no_uploads(dirs):
     tm.rights.set_status(ALICE, "p", "archived", "", "moved to q")
     for who in (ALICE, ROOT_ADMIN):
         denied = refused(publish, tm, who, "p", "2.0")
-        assert denied.reason == ("Forbidden: p is archived (moved to q): it takes no new"
-                                 " uploads; an owner can set it active again")
+        assert denied.reason == ("Forbidden: p is archived: it takes no new uploads; an owner"
+                                 " can set it active again (reason: moved to q)")
     tm.rights.set_status(ALICE, "p", "quarantined", "")
     assert "p is quarantined:" in refused(publish, tm, ALICE, "p", "2.0").reason
     tm.rights.set_status(ALICE, "p", "deprecated", "")
@@ -733,3 +733,32 @@ def test_a_refusal_is_decided_on_what_other_workers_recorded_a_moment_ago(dirs):
     _, secret = tokens.create(dirs[1] / "tokens", "bob", name="fresh")
     assert worker_b.tokens.check(secret) is not None              # a token made just now
 
+
+
+def test_stamp_sees_another_workers_change_at_once_and_so_does_the_page_it_caches(dirs):
+    packages, _ = dirs
+    writer, reader = Ledger(packages, recheck=30), Ledger(packages, recheck=30)
+    writer.record(Event("add_owner", "alice", project="p", subject="alice"))
+    before = reader.stamp("p")
+    writer.record(Event("yank", "alice", project="p", file="p-1.0.tar.gz", reason="x"))
+    assert reader.stamp("p") != before                 # no wait for the 30 s recheck
+    assert reader.yanked("p-1.0.tar.gz") == "x"        # what a render then asks
+
+
+def test_refusals_fit_the_200_characters_of_a_status_line(dirs):
+    packages, _ = dirs
+    tm = teams_for(dirs, "admin root\nadmin ops-team\nowner acme-lead acme-*\n")
+    make_wheel(packages, "an-old-internal-project", "1.0")
+    publish(tm, ALICE, "a-rather-long-project-name", "1.0")
+    tm.rights.add_member(ALICE, "owner", "a-rather-long-project-name", "alice-backup", "")
+    token = Identity("bob", "ci-some-service", frozenset({"some-service", "some-service-cli"}))
+    reasons = [
+        refused(publish, tm, BOB, "a-rather-long-project-name", "2.0").reason,
+        refused(tm.rights.check, BOB, "delete", "a-rather-long-project-name").reason,
+        refused(publish, tm, BOB, "an-old-internal-project", "2.0").reason,
+        refused(publish, tm, BOB, "acme-something-new", "1.0").reason,
+        refused(publish, tm, token, "a-rather-long-project-name", "2.0").reason,
+    ]
+    tm.delete(ALICE, "a-rather-long-project-name", "1.0")
+    reasons.append(refused(publish, tm, ALICE, "a-rather-long-project-name", "1.0").reason)
+    assert all(len(r) <= 200 for r in reasons), [(len(r), r) for r in reasons]

@@ -434,7 +434,8 @@ def test_an_archived_project_refuses_uploads_and_shows_its_status(team, tmp_path
     assert done.status == 200
     refused = twine(t, "alice", PASSWORD, make_wheel(tmp_path / "a", "archproj", "2.0"))
     assert refused.returncode != 0 and "403" in said(refused)
-    assert "archproj is archived (moved to newproj): it takes no new uploads" in said(refused)
+    assert ("archproj is archived: it takes no new uploads; an owner can set it active again"
+            " (reason: moved to newproj)") in said(refused)
     page = t.page("archproj")
     assert page["project-status"] == {"status": "archived", "reason": "moved to newproj"}
     assert len(page["files"]) == 1
