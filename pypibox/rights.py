@@ -37,7 +37,10 @@ VERBS = {
 READ_ACTIONS = ("list", "download")
 CLI_PREFIX = "cli:"
 USER_RE = re.compile(r"^[^:\s#]{1,255}$")
+PROJECT_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,198}[a-z0-9])?$")
 CLOSED = ("archived", "quarantined")
+#: Longest reason kept with a yank, a deletion or a status.
+MAX_REASON = 500
 
 
 class Denied(Exception):
@@ -81,6 +84,23 @@ class Identity:
 
 def _names(users: t.Iterable[str]) -> str:
     return ", ".join(sorted(users))
+
+
+def project_name(name: str) -> str:
+    """A project name, PEP 503-normalised; Denied (400) if it cannot be one."""
+    project = normalize(name.strip())
+    if not PROJECT_RE.match(project):
+        shown = name if len(name) <= 60 else name[:60] + "..."
+        raise Denied(400, f"Bad request: {shown!r} is not a project name")
+    return project
+
+
+def reason_text(text: str) -> str:
+    """A reason as the trail keeps it: one line; Denied (400) if it is too long."""
+    line = " ".join(text.split())
+    if len(line) > MAX_REASON:
+        raise Denied(400, f"Bad request: the reason is longer than {MAX_REASON} characters")
+    return line
 
 
 class Rights:
@@ -143,13 +163,14 @@ class Rights:
             return  # every account (and each of its tokens) may read the whole index
         if action not in NEEDS:
             raise ValueError(f"unknown action {action!r}")
+        project = project_name(project)
         try:
-            self._check(identity, action, normalize(project))
+            self._check(identity, action, project)
         except Denied:
             self.ledger.refresh(force=True)
             if isinstance(self._roles, Roles):
                 self._roles.refresh(force=True)
-            self._check(identity, action, normalize(project))
+            self._check(identity, action, project)
 
     def _check(self, identity: Identity, action: str, project: str) -> None:
         if identity.scope is not None and project not in identity.scope:
@@ -243,6 +264,7 @@ class Rights:
     def delete(self, identity: Identity, project: str, relpath: str, client: str,
                remove: t.Callable[[], None], sha256: str = "", reason: str = "") -> None:
         """Check, call ``remove()``, record the deletion (the file name's tombstone)."""
+        reason = reason_text(reason)
         with self.ledger.exclusive():
             self.check(identity, "delete", project)
             remove()
@@ -252,6 +274,7 @@ class Rights:
     def yank(self, identity: Identity, project: str, relpath: str, client: str,
              reason: str = "", sha256: str = "") -> bool:
         """Yank a file (PEP 592); False if it was already yanked for the same reason."""
+        reason = reason_text(reason)
         with self.ledger.exclusive():
             self.check(identity, "yank", project)
             if self.ledger.yanked(relpath) == reason:
@@ -274,6 +297,7 @@ class Rights:
     def set_status(self, identity: Identity, project: str, status: str, client: str,
                    reason: str = "") -> bool:
         """Set a project's PEP 792 status; False if it already had it."""
+        reason = reason_text(reason)
         if status not in ledger_mod.STATUSES:
             raise Denied(400, f"Bad request: {status!r} is not a project status"
                               f" ({', '.join(ledger_mod.STATUSES)})")

@@ -20,8 +20,8 @@ from pathlib import Path
 from packaging.version import InvalidVersion, Version
 
 from .ledger import Event, Ledger
-from .rights import Denied, Identity, Rights, identify
-from .roles import Roles, normalize
+from .rights import Denied, Identity, Rights, identify, project_name
+from .roles import Roles
 from .tokens import Token, Tokens, TokenTable, TokenUse
 
 if t.TYPE_CHECKING:
@@ -181,7 +181,9 @@ class Teams:
     # -- files ------------------------------------------------------------------------------
     def select(self, project: str, target: str) -> list[FileRef]:
         """The files a VERSION or a FILE name stands for; Denied (404) if none."""
-        project = normalize(project)
+        project = project_name(project)
+        if not target or len(target) > 255 or any(c.isspace() or c in "/\\" for c in target):
+            raise Denied(400, f"Bad request: {target[:60]!r} is not a version or a file name")
         files = self.catalog.files(project)
         chosen = [f for f in files if f.filename == target]
         if chosen:
@@ -277,7 +279,7 @@ class Teams:
                 raise Denied(400, f"Bad request: {action} needs the field {key!r} ({what})")
             return value
 
-        project = normalize(need("name", "the project"))
+        project = project_name(need("name", "the project"))
         reason = (fields.get("reason") or "").strip()
         if action in ("remove_pkg", "yank", "unyank"):
             target = (fields.get("filename") or "").strip() or need("version", "the version")

@@ -762,3 +762,21 @@ def test_refusals_fit_the_200_characters_of_a_status_line(dirs):
     tm.delete(ALICE, "a-rather-long-project-name", "1.0")
     reasons.append(refused(publish, tm, ALICE, "a-rather-long-project-name", "1.0").reason)
     assert all(len(r) <= 200 for r in reasons), [(len(r), r) for r in reasons]
+
+
+def test_odd_form_input_gets_a_400_never_a_crash(dirs):
+    tm = teams_for(dirs)
+    publish(tm, ALICE, "p", "1.0")
+    cases = [({":action": "yank", "name": "p", "version": "1.0", "reason": "x" * 501},
+              "the reason is longer than 500 characters"),
+             ({":action": "yank", "name": "../etc", "version": "1.0"}, "is not a project name"),
+             ({":action": "yank", "name": "p" * 300, "version": "1.0"}, "is not a project name"),
+             ({":action": "yank", "name": "p", "version": "1.0/../x"}, "not a version or a file"),
+             ({":action": "add_owner", "name": "p", "user": "a:b"}, "is not a user name"),
+             ({":action": "set_status", "name": "p", "status": "gone"}, "not a project status")]
+    for fields, words in cases:
+        denied = refused(tm.form, ALICE, fields)
+        assert denied.status == 400 and words in denied.reason and len(denied.reason) < 200
+    assert tm.form(ALICE, {":action": "yank", "name": "p", "version": "1.0",
+                           "reason": "two\nlines\r\n  here"}).startswith("Yanked")
+    assert tm.ledger.yanked("p-1.0-py3-none-any.whl") == "two lines here"
