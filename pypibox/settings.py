@@ -20,7 +20,7 @@ DEFAULTS: dict[str, tuple[str, str]] = {
     "PYPI_TOKENS": ("/data/auth/tokens", ("API tokens: only their hashes, with user, projects"
                                           " and expiry (read only; missing: none)")),
     "PYPI_AUTHENTICATE": ("update", "actions that need a password: any of update, download, list"),
-    "PYPI_OVERWRITE": ("off", "allow an upload to replace an existing file (on/off)"),
+    "PYPI_OVERWRITE": ("off", "let uploads replace files and reuse deleted names (on/off; unsafe)"),
     "PYPI_FALLBACK": ("on", "redirect unknown projects to the public index (on/off)"),
     "PYPI_FALLBACK_URL": ("https://pypi.org/simple/", "where unknown projects are redirected"),
     "PYPI_WORKERS": ("2", "gunicorn worker processes"),
