@@ -74,12 +74,35 @@ class Identity:
     @property
     def actor(self) -> str:
         """The name the audit trail records: ``alice``, ``token:ci-web`` or ``cli:alice``."""
-        return f"token:{self.token}" if self.token else self.user
+        return actor_of(self)
+
+
+class Who(t.Protocol):
+    """Anything shaped like an Identity (the request path's own Identity type will do)."""
 
     @property
-    def who(self) -> str:
-        """The name a refusal uses: ``alice`` or ``alice's token ci-web``."""
-        return f"{self.user}'s token {self.token}" if self.token else self.user
+    def user(self) -> str: ...
+
+    @property
+    def token(self) -> str | None: ...
+
+    @property
+    def scope(self) -> frozenset[str] | None: ...
+
+
+def is_operator(who: Who) -> bool:
+    """True for the command line (Identity.cli), which may do anything."""
+    return bool(getattr(who, "operator", False))
+
+
+def actor_of(who: Who) -> str:
+    """The name the audit trail records: ``alice``, ``token:ci-web`` or ``cli:alice``."""
+    return f"token:{who.token}" if who.token else who.user
+
+
+def who_of(who: Who) -> str:
+    """The name a refusal uses: ``alice`` or ``alice's token ci-web``."""
+    return f"{who.user}'s token {who.token}" if who.token else who.user
 
 
 def _names(users: t.Iterable[str]) -> str:
@@ -137,9 +160,9 @@ class Rights:
         both = self.ledger.maintainers(project) | self.rules.maintainers(project)
         return both - self.owners(project)
 
-    def role(self, identity: Identity, project: str) -> str:
+    def role(self, identity: Who, project: str) -> str:
         """``admin``, ``owner``, ``maintainer`` or ``""`` for this identity on a project."""
-        if identity.operator or identity.user in self.rules.admins:
+        if is_operator(identity) or identity.user in self.rules.admins:
             return "admin"
         if identity.user in self.owners(project):
             return "owner"
@@ -153,7 +176,7 @@ class Rights:
         return not self.ledger.known(project) and not self.exists(project)
 
     # -- checks ---------------------------------------------------------------------------
-    def check(self, identity: Identity, action: str, project: str) -> None:
+    def check(self, identity: Who, action: str, project: str) -> None:
         """Raise Denied (403, with whom to ask) unless ``identity`` may do ``action``.
 
         A refusal is decided on fresh state: what another worker recorded a moment ago (an
@@ -172,9 +195,9 @@ class Rights:
                 self._roles.refresh(force=True)
             self._check(identity, action, project)
 
-    def _check(self, identity: Identity, action: str, project: str) -> None:
+    def _check(self, identity: Who, action: str, project: str) -> None:
         if identity.scope is not None and project not in identity.scope:
-            raise Denied(403, f"Forbidden: {identity.who} is limited to "
+            raise Denied(403, f"Forbidden: {who_of(identity)} is limited to "
                               f"{_names(identity.scope)}; it may not {VERBS[action]} {project}")
         role = self.role(identity, project)
         allowed = role in ("admin", "owner") or (role == "maintainer"
@@ -193,8 +216,8 @@ class Rights:
                                   " an owner can set it active again"
                                   f"{f' (reason: {why})' if why else ''}")
 
-    def _refusal(self, identity: Identity, action: str, project: str) -> str:
-        who, verb = identity.who, VERBS[action]
+    def _refusal(self, identity: Who, action: str, project: str) -> str:
+        who, verb = who_of(identity), VERBS[action]
         admins = self.rules.admins
         # Twine prints only the status line, which the server cuts at 200 characters: what
         # to do comes first, and the sentences stay short.
@@ -232,13 +255,13 @@ class Rights:
             raise Denied(400, f"Bad request: there is no account named {user}")
 
     # -- changes: check and record under the ledger's lock ---------------------------------
-    def _event(self, identity: Identity, action: str, project: str, client: str,
+    def _event(self, identity: Who, action: str, project: str, client: str,
                **fields: str) -> Event:
-        user = "" if identity.operator else identity.user
-        return Event(action=action, actor=identity.actor, user=user,
+        user = "" if is_operator(identity) else identity.user
+        return Event(action=action, actor=actor_of(identity), user=user,
                      project=normalize(project), client=client, **fields)
 
-    def upload(self, identity: Identity, project: str, filename: str, sha256: str,
+    def upload(self, identity: Who, project: str, filename: str, sha256: str,
                client: str, place: t.Callable[[], T], relpath: str | None = None) -> T:
         """Check, call ``place()`` (which puts the file in place), then record the upload.
 
@@ -250,7 +273,7 @@ class Rights:
             self.check(identity, "upload", project)
             self.check_filename(filename)
             claim = self.is_new(project) and not self.rules.reserved(project) \
-                and not identity.operator
+                and not is_operator(identity)
             result = place()
             events = []
             if claim:
@@ -261,7 +284,7 @@ class Rights:
             self.ledger.record(*events)
         return result
 
-    def delete(self, identity: Identity, project: str, relpath: str, client: str,
+    def delete(self, identity: Who, project: str, relpath: str, client: str,
                remove: t.Callable[[], None], sha256: str = "", reason: str = "") -> None:
         """Check, call ``remove()``, record the deletion (the file name's tombstone)."""
         reason = reason_text(reason)
@@ -271,7 +294,7 @@ class Rights:
             self.ledger.record(self._event(identity, "delete", project, client, file=relpath,
                                            sha256=sha256, reason=reason))
 
-    def yank(self, identity: Identity, project: str, relpath: str, client: str,
+    def yank(self, identity: Who, project: str, relpath: str, client: str,
              reason: str = "", sha256: str = "") -> bool:
         """Yank a file (PEP 592); False if it was already yanked for the same reason."""
         reason = reason_text(reason)
@@ -283,7 +306,7 @@ class Rights:
                                            sha256=sha256, reason=reason))
         return True
 
-    def unyank(self, identity: Identity, project: str, relpath: str, client: str,
+    def unyank(self, identity: Who, project: str, relpath: str, client: str,
                sha256: str = "") -> bool:
         """Take a yank back; False if the file was not yanked."""
         with self.ledger.exclusive():
@@ -294,7 +317,7 @@ class Rights:
                                            sha256=sha256))
         return True
 
-    def set_status(self, identity: Identity, project: str, status: str, client: str,
+    def set_status(self, identity: Who, project: str, status: str, client: str,
                    reason: str = "") -> bool:
         """Set a project's PEP 792 status; False if it already had it."""
         reason = reason_text(reason)
@@ -310,7 +333,7 @@ class Rights:
                                            status=status, reason=reason))
         return True
 
-    def add_member(self, identity: Identity, role: str, project: str, user: str,
+    def add_member(self, identity: Who, role: str, project: str, user: str,
                    client: str) -> bool:
         """Make ``user`` an owner or a maintainer; False if they already were."""
         action = f"add_{role}"
@@ -324,7 +347,7 @@ class Rights:
             self.ledger.record(self._event(identity, action, project, client, subject=user))
         return True
 
-    def remove_member(self, identity: Identity, role: str, project: str, user: str,
+    def remove_member(self, identity: Who, role: str, project: str, user: str,
                       client: str) -> bool:
         """Take the owner or maintainer role from ``user``; False if they did not have it."""
         action = f"remove_{role}"

@@ -140,7 +140,8 @@ def cmd_token_list(args: argparse.Namespace) -> int:
         rows.append((tok.name, tok.user, tok.scope_text, expires, tok.created, used))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
+        print("  ".join(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True))
+              + "  " + row[-1])
     return 0
 
 
@@ -201,7 +202,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     why = trail.status_reason(project)
     print(f"{project}: {status}" + (f" ({why})" if why else ""))
     recorded = trail.owners(project)
-    owners = [u + ("" if u in recorded else " (roles file)") for u in sorted(rights.owners(project))]
+    owners = [u + ("" if u in recorded else " (roles file)")
+              for u in sorted(rights.owners(project))]
     print("owners: " + (", ".join(owners) or "none recorded (administrators only)"))
     print("maintainers: " + (", ".join(sorted(rights.maintainers(project))) or "none"))
     for ref in files:
@@ -217,10 +219,11 @@ def cmd_member(args: argparse.Namespace) -> int:
     role = args.role
     if args.change == "add":
         changed = teams.rights.add_member(_actor(args), role, project, args.user, "")
-        print(f"{args.user} is {'now' if changed else 'already'} {with_article(role)} of {project}")
+        state = "now" if changed else "already"
     else:
         changed = teams.rights.remove_member(_actor(args), role, project, args.user, "")
-        print(f"{args.user} is {'no longer' if changed else 'not'} {with_article(role)} of {project}")
+        state = "no longer" if changed else "not"
+    print(f"{args.user} is {state} {with_article(role)} of {project}")
     return 0
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from packaging.version import InvalidVersion, Version
 
 from .ledger import Event, Ledger
-from .rights import Denied, Identity, Rights, identify, project_name
+from .rights import Denied, Identity, Rights, Who, identify, project_name
 from .roles import Roles
 from .tokens import Token, Tokens, TokenTable, TokenUse
 
@@ -79,7 +79,7 @@ class IndexCatalog:
     def exists(self, project: str) -> bool:
         """True if the index lists files of the project."""
         self.index.refresh()
-        return self.index.project(project) is not None
+        return self.index.project_stamp(project) is not None
 
 
 def sha256_of(path: str) -> str:
@@ -109,7 +109,8 @@ class Teams:
     def __init__(self, packages_dir: Path, roles_path: Path, tokens_path: Path,
                  overwrite: bool = False, catalog: Catalog | None = None,
                  user_exists: t.Callable[[str], bool] | None = None,
-                 on_change: t.Callable[[], None] | None = None, recheck: float = 0.5) -> None:
+                 on_change: t.Callable[[], None] | None = None, recheck: float = 0.5,
+                 remover: t.Callable[[FileRef], None] | None = None) -> None:
         self.packages_dir = Path(packages_dir)
         if catalog is None:
             from .index import PackageIndex
@@ -124,16 +125,19 @@ class Teams:
         self.rights = Rights(self.roles, self.ledger, exists=catalog.exists,
                              user_exists=user_exists, overwrite=overwrite)
         self.on_change = on_change or self._touch_index
+        #: Deletes one file from disk (default: the file and its .pypibox/files sidecars).
+        self.remover = remover or self._remove
         self._watching = False
 
     @classmethod
     def from_settings(cls, settings: Settings, catalog: Catalog | None = None,
                       user_exists: t.Callable[[str], bool] | None = None,
-                      on_change: t.Callable[[], None] | None = None) -> Teams:
+                      on_change: t.Callable[[], None] | None = None,
+                      remover: t.Callable[[FileRef], None] | None = None) -> Teams:
         """Teams for the configured directories and files."""
         return cls(settings.packages_dir, settings.roles, settings.tokens,
                    overwrite=settings.overwrite, catalog=catalog, user_exists=user_exists,
-                   on_change=on_change)
+                   on_change=on_change, remover=remover)
 
     def after_fork(self) -> None:
         """In a new worker process: fresh locks everywhere."""
@@ -197,7 +201,7 @@ class Teams:
             raise Denied(404, f"Not found: {project} has no version or file {target}{known}")
         return chosen
 
-    def yank(self, identity: Identity, project: str, target: str, client: str = "",
+    def yank(self, identity: Who, project: str, target: str, client: str = "",
              reason: str = "") -> list[str]:
         """Yank the files of a version (or one file); the names that changed."""
         self.rights.check(identity, "yank", project)
@@ -210,7 +214,7 @@ class Teams:
                 done.append(ref.filename)
         return done
 
-    def unyank(self, identity: Identity, project: str, target: str,
+    def unyank(self, identity: Who, project: str, target: str,
                client: str = "") -> list[str]:
         """Take back the yank of a version's files (or one file); the names that changed."""
         self.rights.check(identity, "unyank", project)
@@ -220,7 +224,7 @@ class Teams:
                 done.append(ref.filename)
         return done
 
-    def delete(self, identity: Identity, project: str, target: str, client: str = "",
+    def delete(self, identity: Who, project: str, target: str, client: str = "",
                reason: str = "") -> list[str]:
         """Delete the files of a version (or one file), leaving tombstones; their names."""
         self.rights.check(identity, "delete", project)
@@ -229,7 +233,7 @@ class Teams:
             for ref in self.select(project, target):
                 digest = sha256_of(ref.path)
                 self.rights.delete(identity, project, ref.relpath, client,
-                                   functools.partial(self._remove, ref), digest, reason)
+                                   functools.partial(self.remover, ref), digest, reason)
                 done.append(ref.filename)
         finally:
             if done:
@@ -264,7 +268,7 @@ class Teams:
                         stamp, exc.strerror)
 
     # -- HTTP form actions -----------------------------------------------------------------
-    def form(self, identity: Identity, fields: t.Mapping[str, str], client: str = "") -> str:
+    def form(self, identity: Who, fields: t.Mapping[str, str], client: str = "") -> str:
         """Answer a ``POST /`` form action of FORM_ACTIONS; the one-line success message.
 
         Raises Denied with the status and reason for every refusal.

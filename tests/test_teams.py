@@ -780,3 +780,14 @@ def test_odd_form_input_gets_a_400_never_a_crash(dirs):
     assert tm.form(ALICE, {":action": "yank", "name": "p", "version": "1.0",
                            "reason": "two\nlines\r\n  here"}).startswith("Yanked")
     assert tm.ledger.yanked("p-1.0-py3-none-any.whl") == "two lines here"
+
+
+def test_the_request_paths_own_identity_type_works_as_it_is(dirs):
+    from pypibox.messages import Identity as RequestIdentity
+
+    tm = teams_for(dirs)
+    publish(tm, RequestIdentity("alice"), "p", "1.0")
+    scoped = RequestIdentity("bob", "ci", frozenset({"q"}))
+    assert "bob's token ci is limited to q" in refused(publish, tm, scoped, "p", "2.0").reason
+    publish(tm, scoped, "q", "1.0")
+    assert [e.actor for e in tm.ledger.events() if e.action == "upload"] == ["alice", "token:ci"]
