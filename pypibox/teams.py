@@ -166,21 +166,28 @@ class Teams:
         """Record token_create/token_revoke for differences between the file and the trail."""
         if self.tokens.error is not None and table is self.tokens.value:
             return  # the file could not be read: what we hold is not what it says
+        self.ledger.refresh(force=True)
+        if not self._token_changes(table, actor):
+            return  # nothing to record: take no lock, write nothing
         try:
             with self.ledger.exclusive():
-                known = dict(self.ledger.state.tokens)
-                events = []
-                for name, created in sorted(known.items()):
-                    tok = table.by_name(name)
-                    if tok is None or tok.created != created:
-                        events.append(Event("token_revoke", actor, subject=name, created=created))
-                for tok in table.tokens:
-                    if known.get(tok.name) != tok.created:
-                        events.append(token_event("token_create", actor, tok))
+                events = self._token_changes(table, actor)   # again, under the lock
                 if events:
                     self.ledger.record(*events)
         except OSError as exc:
             log.error("cannot record token changes in %s: %s", self.ledger.path, exc.strerror)
+
+    def _token_changes(self, table: TokenTable, actor: str) -> list[Event]:
+        known = dict(self.ledger.state.tokens)
+        events = []
+        for name, created in sorted(known.items()):
+            tok = table.by_name(name)
+            if tok is None or tok.created != created:
+                events.append(Event("token_revoke", actor, subject=name, created=created))
+        for tok in table.tokens:
+            if known.get(tok.name) != tok.created:
+                events.append(token_event("token_create", actor, tok))
+        return events
 
     # -- files ------------------------------------------------------------------------------
     def select(self, project: str, target: str) -> list[FileRef]:

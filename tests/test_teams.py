@@ -791,3 +791,12 @@ def test_the_request_paths_own_identity_type_works_as_it_is(dirs):
     assert "bob's token ci is limited to q" in refused(publish, tm, scoped, "p", "2.0").reason
     publish(tm, scoped, "q", "1.0")
     assert [e.actor for e in tm.ledger.events() if e.action == "upload"] == ["alice", "token:ci"]
+
+
+def test_a_worker_that_starts_with_nothing_to_record_writes_nothing(dirs):
+    packages, auth = dirs
+    tm = teams_for(dirs)
+    tm.watch_tokens()
+    tm.rights.check(ROOT_ADMIN, "upload", "p")
+    assert tm.ledger.owners("p") == frozenset() and tm.tokens.check("pypibox-" + "a" * 43) is None
+    assert list(packages.iterdir()) == []                      # no .pypibox/, no lock file
