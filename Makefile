@@ -27,13 +27,27 @@ PYPI_HOST ?= 127.0.0.1
 PYPI_PORT ?= $(PORT)
 PYPI_PACKAGES_DIR ?= $(CURDIR)/data/packages
 PYPI_HTPASSWD ?= $(CURDIR)/auth/htpasswd
-DEV_VARS = PYPI_HOST PYPI_PORT PYPI_PACKAGES_DIR PYPI_HTPASSWD PYPI_BCRYPT_COST $(RUN_VARS)
+DEV_VARS = PYPI_HOST PYPI_PORT PYPI_PACKAGES_DIR PYPI_HTPASSWD PYPI_ROLES PYPI_TOKENS \
+	PYPI_BCRYPT_COST $(RUN_VARS)
 DEV_ENV = $(foreach v,$(DEV_VARS),$(if $(filter-out undefined,$(origin $(v))),$(v)='$($(v))'))
+PYPI_ROLES ?= $(CURDIR)/auth/roles
+PYPI_TOKENS ?= $(CURDIR)/auth/tokens
 HAVE_DOCKER = $(shell command -v $(DOCKER) 2>/dev/null)
 NEED_DOCKER = $(if $(HAVE_DOCKER),,$(error '$@' needs Docker ($(DOCKER) not found on PATH); 'make dev' runs without it))
 
+# Team commands: `python -m pypibox ...` beside the server (scripts/in-container.sh), recorded
+# in the audit trail as cli:$(BY) (default: your login name).
+BY ?= $(shell id -un 2>/dev/null)
+IN_CONTAINER = DOCKER='$(DOCKER)' IMAGE=$(IMAGE) CONTAINER=$(CONTAINER) VOLUME=$(VOLUME) \
+	AUTH_VOLUME=$(AUTH_VOLUME) sh scripts/in-container.sh
+WHAT = $(or $(FILE),$(VERSION))
+NEED_PROJECT = $(if $(PROJECT),,$(error give the project: make $@ PROJECT=<name>))
+NEED_WHAT = $(if $(WHAT),,$(error give the version or the file: make $@ PROJECT=$(PROJECT) VERSION=<version> (or FILE=<file name>)))
+NEED_MEMBER = $(if $(filter command line,$(origin USER)),,$(error give the user: make $@ PROJECT=$(or $(PROJECT),<name>) USER=<name> [REMOVE=yes]))
+
 .PHONY: help build volumes accounts run stop logs status clean clean-volumes dev venv \
-	test test-env lint lock backup restore soak bench
+	test test-env lint lock backup restore soak bench yank unyank delete status-project \
+	owner maintainer audit
 
 help: ## List the targets
 	@echo "make <target>   (index at http://localhost:$(PORT)/ after 'make run')"
@@ -150,3 +164,31 @@ restore: ## Stream BACKUP into the pypi volume (refused if it has packages unles
 		$(IMAGE) -c 'tar -xzf - -C /data/packages && chown -R $(PYPI_UID):$(PYPI_UID) /data/packages' \
 		<"$(BACKUP)"
 	@echo "Restored $(BACKUP) into volume $(VOLUME) (owner uid $(PYPI_UID))."
+
+yank: ## Yank a version or a file (PEP 592): PROJECT=<name> VERSION=<v>|FILE=<file> [REASON=...]
+	$(NEED_DOCKER)$(NEED_PROJECT)$(NEED_WHAT)
+	@$(IN_CONTAINER) yank "$(PROJECT)" "$(WHAT)" --reason "$$REASON" --as "$(BY)"
+
+unyank: ## Take a yank back: PROJECT=<name> VERSION=<v>|FILE=<file>
+	$(NEED_DOCKER)$(NEED_PROJECT)$(NEED_WHAT)
+	@$(IN_CONTAINER) unyank "$(PROJECT)" "$(WHAT)" --as "$(BY)"
+
+delete: ## Delete a version or a file for good, leaving a tombstone: PROJECT=<name> VERSION=<v>|FILE=<file>
+	$(NEED_DOCKER)$(NEED_PROJECT)$(NEED_WHAT)
+	@$(IN_CONTAINER) delete "$(PROJECT)" "$(WHAT)" --reason "$$REASON" --as "$(BY)"
+
+status-project: ## Show a project, or set its status (PEP 792): PROJECT=<name> [STATUS=archived] [REASON=...]
+	$(NEED_DOCKER)$(NEED_PROJECT)
+	@$(IN_CONTAINER) status "$(PROJECT)" $(STATUS) $(if $(STATUS),--reason "$$REASON") --as "$(BY)"
+
+owner: ## Add (or REMOVE=yes) an owner of a project: PROJECT=<name> USER=<name>
+	$(NEED_DOCKER)$(NEED_PROJECT)$(NEED_MEMBER)
+	@$(IN_CONTAINER) owner $(if $(filter yes,$(REMOVE)),remove,add) "$(PROJECT)" "$(USER)" --as "$(BY)"
+
+maintainer: ## Add (or REMOVE=yes) a maintainer of a project: PROJECT=<name> USER=<name>
+	$(NEED_DOCKER)$(NEED_PROJECT)$(NEED_MEMBER)
+	@$(IN_CONTAINER) maintainer $(if $(filter yes,$(REMOVE)),remove,add) "$(PROJECT)" "$(USER)" --as "$(BY)"
+
+audit: ## Print the audit trail: every upload, yank, delete, role and token change [PROJECT=<name>]
+	$(NEED_DOCKER)
+	@$(IN_CONTAINER) audit $(if $(PROJECT),"$(PROJECT)") $(if $(JSON),--json)

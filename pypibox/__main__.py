@@ -1,4 +1,5 @@
-"""Command line: ``python -m pypibox [serve|check|adduser|deluser|users|healthcheck]``."""
+"""Command line: ``python -m pypibox [serve|check|adduser|deluser|users|healthcheck]``,
+and the team commands of teamcli (token, yank, unyank, delete, status, owner, audit...)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from . import __version__, htpasswd, logs, preflight
+from . import __version__, htpasswd, logs, preflight, teamcli
 from .settings import DEFAULTS, ConfigError, Settings
 
 
@@ -148,6 +149,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--url", help="default: http://127.0.0.1:$PYPI_PORT/health")
     sp.add_argument("--timeout", type=float, default=3.0)
     sp.set_defaults(func=cmd_healthcheck)
+    teamcli.add_commands(sub)
     return p
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+import typing as t
+from pathlib import Path
 
-from . import htpasswd
+from . import hotfile, htpasswd, roles, tokens
 from .settings import Settings
 
 #: Exit codes of ``python -m pypibox`` (documented in README).
@@ -54,6 +56,18 @@ def check_htpasswd(settings: Settings) -> list[htpasswd.Entry]:
         raise PreflightError(f"accounts: {exc}{hint}", EXIT_HTPASSWD) from None
 
 
+def check_team_files(settings: Settings) -> None:
+    """The roles and tokens files parse (a missing one means no roles or no tokens)."""
+    checks: tuple[tuple[str, Path, t.Callable[[Path], object]], ...] = (
+        ("PYPI_ROLES", settings.roles, roles.read), ("PYPI_TOKENS", settings.tokens, tokens.read))
+    for name, path, read in checks:
+        try:
+            read(path)
+        except hotfile.FileError as exc:
+            raise PreflightError(f"accounts: {exc} (fix the file, or point {name} elsewhere)",
+                                 EXIT_HTPASSWD) from None
+
+
 def check_port(settings: Settings) -> None:
     """Nothing else listens on PYPI_HOST:PYPI_PORT.
 
@@ -81,5 +95,6 @@ def run(settings: Settings) -> list[htpasswd.Entry]:
     """Every check, in order; raise PreflightError at the first failure."""
     check_packages_dir(settings)
     entries = check_htpasswd(settings)
+    check_team_files(settings)
     check_port(settings)
     return entries

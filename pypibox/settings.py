@@ -15,8 +15,12 @@ DEFAULTS: dict[str, tuple[str, str]] = {
     "PYPI_PORT": ("8080", "port to listen on"),
     "PYPI_PACKAGES_DIR": ("/data/packages", "directory holding the packages (read/write)"),
     "PYPI_HTPASSWD": ("/data/auth/htpasswd", "Apache htpasswd file with bcrypt hashes (read only)"),
+    "PYPI_ROLES": ("/data/auth/roles", ("administrators and rights given in advance to"
+                                        " name patterns (read only; missing: none)")),
+    "PYPI_TOKENS": ("/data/auth/tokens", ("API tokens: only their hashes, with user, projects"
+                                          " and expiry (read only; missing: none)")),
     "PYPI_AUTHENTICATE": ("update", "actions that need a password: any of update, download, list"),
-    "PYPI_OVERWRITE": ("off", "allow an upload to replace an existing file (on/off)"),
+    "PYPI_OVERWRITE": ("off", "let uploads replace files and reuse deleted names (on/off; unsafe)"),
     "PYPI_FALLBACK": ("on", "redirect unknown projects to the public index (on/off)"),
     "PYPI_FALLBACK_URL": ("https://pypi.org/simple/", "where unknown projects are redirected"),
     "PYPI_WORKERS": ("2", "gunicorn worker processes"),
@@ -48,6 +52,8 @@ class Settings:
     port: int
     packages_dir: Path
     htpasswd: Path
+    roles: Path
+    tokens: Path
     authenticate: tuple[str, ...]
     overwrite: bool
     fallback: bool
@@ -77,6 +83,8 @@ class Settings:
             port=_int("PYPI_PORT", get("PYPI_PORT"), 1, 65535),
             packages_dir=Path(get("PYPI_PACKAGES_DIR")).expanduser(),
             htpasswd=Path(get("PYPI_HTPASSWD")).expanduser(),
+            roles=_path("PYPI_ROLES", get("PYPI_ROLES")),
+            tokens=_path("PYPI_TOKENS", get("PYPI_TOKENS")),
             authenticate=_actions(get("PYPI_AUTHENTICATE")),
             overwrite=_bool("PYPI_OVERWRITE", get("PYPI_OVERWRITE")),
             fallback=_bool("PYPI_FALLBACK", get("PYPI_FALLBACK")),
@@ -119,6 +127,12 @@ def _number(name: str, raw: str, low: float, high: float) -> float:
 def _seconds(name: str, raw: str) -> float:
     """A duration in seconds (a plain or decimal number, 0.1 to one day)."""
     return _number(name, raw.lower().removesuffix("s"), 0.1, 86400.0)
+
+
+def _path(name: str, raw: str) -> Path:
+    if not raw:
+        raise ConfigError(f"{name}={raw!r} is empty: give the path of a file (it need not exist)")
+    return Path(raw).expanduser()
 
 
 def _bool(name: str, raw: str) -> bool:
