@@ -30,6 +30,8 @@ log = logging.getLogger("pypibox.app")
 CHALLENGE = [("WWW-Authenticate", 'Basic realm="pypi"')]
 UNAUTHORIZED = "Unauthorized: this index needs a user name and password"
 FORBIDDEN = "Forbidden: wrong user name or password"
+#: The user name with which clients send an API token as the password, as on PyPI.
+TOKEN_USER = "__token__"
 #: Threads for completed uploads (validation, fsync): few, the disk is the limit.
 UPLOAD_THREADS = 2
 #: Password checks waiting for a bcrypt thread, per worker; more get 503.
@@ -141,9 +143,23 @@ class App:
         if creds is None or creds[1] == "":
             # No password yet: the challenge makes pip ask its keyring, then the user.
             raise Refusal(401, UNAUTHORIZED, CHALLENGE)
+        if creds[0] == TOKEN_USER:
+            return self._token(req, creds[1])
         if self.accounts.is_cached(*creds):
             return Identity(creds[0])
         return PENDING
+
+    def _token(self, req: Request, secret: str) -> Identity:
+        """An API token (user ``__token__``): one sha256, so it is checked right here."""
+        services = self.routes.services
+        found = services.teams.tokens.check(secret) if services is not None else None
+        if found is not None:
+            return found
+        wait = self.limiter.take(req.client, TOKEN_USER)
+        if wait:
+            raise Refusal(429, f"Too many password checks: try again in {wait} s",
+                          [("Retry-After", str(wait))])
+        raise Refusal(403, FORBIDDEN)
 
     async def _identity(self, route: Route, req: Request) -> Identity | None:
         found = self._identity_now(route, req)

@@ -15,6 +15,7 @@ from .messages import Refusal, Request, Response, plain
 
 if t.TYPE_CHECKING:
     from .index import PackageIndex
+    from .ledger import Ledger
     from .settings import Settings
 
 #: Files listed per page of /packages/: one page, as pypiserver's, up to this many.
@@ -58,9 +59,10 @@ def to_simple(req: Request) -> Response:
 class Listing:
     """Pages that list what the index holds, rendered from the index, never from the disk."""
 
-    def __init__(self, settings: Settings, index: PackageIndex) -> None:
+    def __init__(self, settings: Settings, index: PackageIndex, ledger: Ledger) -> None:
         self.settings = settings
         self.index = index
+        self.ledger = ledger
         self._front: dict[str, tuple[int, bytes, str]] = {}   # url root -> (generation, page)
         self._files: dict[int, tuple[int, bytes, str]] = {}   # page number -> (generation, ..)
 
@@ -137,7 +139,7 @@ class Listing:
             return plain(301, f"Moved permanently: see {location}", [("Location", location)])
         self.index.refresh()
         entries = self.index.project(name)
-        if not entries:
+        if not entries or self.ledger.status(name) == "quarantined":
             raise Refusal(404, f"Not found: {name} does not exist")
         releases: dict[str, list[dict[str, t.Any]]] = {}
         for entry in reversed(entries):

@@ -20,6 +20,7 @@ from .messages import Refusal, Request, Response, plain
 from .simple_api import Page
 
 if t.TYPE_CHECKING:
+    from .ledger import Ledger
     from .settings import Settings
 
 log = logging.getLogger("pypibox.readpath")
@@ -69,9 +70,10 @@ def file_cache_control(settings: Settings) -> str:
 class ReadPath:
     """Handlers of the simple API over one PackageIndex."""
 
-    def __init__(self, settings: Settings, index: PackageIndex) -> None:
+    def __init__(self, settings: Settings, index: PackageIndex, ledger: Ledger) -> None:
         self.settings = settings
         self.index = index
+        self.ledger = ledger
         self.pages = PageCache()
         self.file_cache_control = file_cache_control(settings)
         self.page_headers = [("Vary", "Accept"), ("Cache-Control", files.REVALIDATE)]
@@ -91,8 +93,13 @@ class ReadPath:
         if kind is None or raw != name or not _PROJECT.match(raw):
             return True
         self.index.refresh()
-        stamp = self.index.project_stamp(name)
+        stamp = self._stamp(name)
         return stamp is None or self.pages.get((name, kind), stamp) is not None
+
+    def _stamp(self, name: str) -> object:
+        """What a project's page is made from: its files and its recorded state (yanks...)."""
+        files_stamp = self.index.project_stamp(name)
+        return None if files_stamp is None else (files_stamp, self.ledger.stamp(name))
 
     # -- handlers ----------------------------------------------------------------------------
     def _kind(self, req: Request) -> str:
@@ -128,7 +135,7 @@ class ReadPath:
             return plain(301, f"Moved permanently: see {location}", [("Location", location)])
         kind = self._kind(req)
         self.index.refresh()
-        stamp = self.index.project_stamp(name)
+        stamp = self._stamp(name)
         if stamp is None:
             return self.unknown_project(req, name)
         page = self.pages.get((name, kind), stamp)
@@ -136,7 +143,12 @@ class ReadPath:
             entries = self.index.project(name)
             if entries is None:
                 return self.unknown_project(req, name)
-            page = simple_api.render_project(name, entries, kind)
+            ledger = self.ledger
+            status = ledger.status(name)
+            # PEP 792: a quarantined project's files are not offered for installation.
+            shown = () if status == "quarantined" else entries
+            page = simple_api.render_project(name, shown, kind, ledger.yanked, status,
+                                             ledger.status_reason(name))
             self.pages.put((name, kind), stamp, page)
         return self._send(req, page, kind)
 
@@ -158,14 +170,18 @@ class ReadPath:
             raise Refusal(404, "Not found")
         self.index.refresh()
         entry = self.index.file(rel)
+        wheel = None
+        if entry is None and rel.endswith(METADATA_SUFFIX):
+            wheel = self.index.file(rel[: -len(METADATA_SUFFIX)])
+        owner = entry or wheel
+        if owner is not None and self.ledger.status(owner.project) == "quarantined":
+            raise Refusal(404, f"Not found: {owner.project} is quarantined")
         if entry is not None:
             sent = files.send_file(req, entry.path, self.file_cache_control)
             if sent is not None:
                 return sent
-        elif rel.endswith(METADATA_SUFFIX):
-            wheel = self.index.file(rel[: -len(METADATA_SUFFIX)])
-            if wheel is not None and wheel.is_wheel:
-                return self._metadata(req, wheel)
+        elif wheel is not None and wheel.is_wheel:
+            return self._metadata(req, wheel)
         raise Refusal(404, f"Not found: {rel[:100]} does not exist")
 
     def _metadata(self, req: Request, wheel: FileEntry) -> Response:

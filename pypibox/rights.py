@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import re
 import typing as t
-from dataclasses import dataclass
 
 from . import ledger as ledger_mod
 from .ledger import Event, Ledger
+from .messages import Identity, Refusal
 from .roles import RoleRules, Roles, normalize
 
 T = t.TypeVar("T")
@@ -35,7 +35,7 @@ VERBS = {
     "add_owner": "add owners to", "remove_owner": "remove owners of",
 }
 READ_ACTIONS = ("list", "download")
-CLI_PREFIX = "cli:"
+CLI_PREFIX = "cli:"  # as Identity.cli writes it
 USER_RE = re.compile(r"^[^:\s#]{1,255}$")
 PROJECT_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,198}[a-z0-9])?$")
 CLOSED = ("archived", "quarantined")
@@ -43,38 +43,11 @@ CLOSED = ("archived", "quarantined")
 MAX_REASON = 500
 
 
-class Denied(Exception):
-    """A refusal: an HTTP status and a one-line reason a person can act on."""
+class Denied(Refusal):
+    """A refusal of the rules: an HTTP status and a one-line reason a person can act on."""
 
     def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Who makes a request: an account, an account through one of its tokens, or the CLI.
-
-    ``scope`` is the set of (normalised) projects a token is limited to; None means every
-    project its user may act on. ``operator`` is the command line on the server's own
-    volumes, which may do anything.
-    """
-
-    user: str
-    token: str | None = None
-    scope: frozenset[str] | None = None
-    operator: bool = False
-
-    @classmethod
-    def cli(cls, name: str) -> Identity:
-        """The command line, acting for the person ``name``."""
-        return cls(user=CLI_PREFIX + (name or "unknown"), operator=True)
-
-    @property
-    def actor(self) -> str:
-        """The name the audit trail records: ``alice``, ``token:ci-web`` or ``cli:alice``."""
-        return actor_of(self)
+        super().__init__(status, reason)
 
 
 class Who(t.Protocol):

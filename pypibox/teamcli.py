@@ -15,7 +15,8 @@ import typing as t
 from pathlib import Path
 
 from . import hotfile, htpasswd, ledger, roles, tokens
-from .rights import Denied, Identity
+from .messages import Identity
+from .rights import Denied
 from .roles import normalize
 from .settings import ConfigError, Settings
 from .teams import Teams, token_event, with_article

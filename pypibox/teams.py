@@ -20,7 +20,8 @@ from pathlib import Path
 from packaging.version import InvalidVersion, Version
 
 from .ledger import Event, Ledger
-from .rights import Denied, Identity, Rights, Who, identify, project_name
+from .messages import Identity
+from .rights import Denied, Rights, Who, identify, project_name
 from .roles import Roles
 from .tokens import Token, Tokens, TokenTable, TokenUse
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import hotfile
-from .rights import Identity
+from .messages import Identity
 from .roles import normalize
 
 log = logging.getLogger("pypibox.tokens")

@@ -460,7 +460,11 @@ def test_file_rewritten_in_place_is_seen_within_two_seconds(server_factory, tmp_
 
 
 def test_remove_pkg_and_upload_are_visible_at_once_on_every_worker(server_factory, tmp_path):
-    srv = server_factory(PYPI_WORKERS="3", PYPI_THREADS="2", PYPI_FALLBACK="off")
+    # Files put in by hand have no recorded owner: an administrator removes them.
+    roles = tmp_path / "roles"
+    roles.write_text("admin alice\n")
+    srv = server_factory(PYPI_WORKERS="3", PYPI_THREADS="2", PYPI_FALLBACK="off",
+                         PYPI_ROLES=str(roles))
     auth = {"Authorization": basic("alice", PASSWORD)}
     keep = make_wheel(srv.packages / "nested", "gone-soon", "1.0")
     goes = make_wheel(srv.packages / "nested", "gone-soon", "2.0")

@@ -3,9 +3,7 @@
 Who may publish what (owners, maintainers, administrators), tokens as the password of
 ``__token__``, yank and unyank (PEP 592), delete and its tombstone, project status (PEP 792),
 and the audit trail of all of it; also with PYPI_AUTHENTICATE=update,download,list.
-
-These need the new write path (``POST /``) and read path to call pypibox.teams; until the
-lead wires them, each test is skipped. The form actions they use are README's (Teams).
+The form actions they use are README's (Teams).
 """
 
 from __future__ import annotations
@@ -24,7 +22,6 @@ import pytest
 from conftest import PASSWORD, ROOT, basic, clean_env, http, venv_bin
 from pkgfactory import make_sdist, make_wheel
 
-NEEDS_WRITE_PATH = pytest.mark.skip(reason="needs the new write path (lead wires rights)")
 VENV_BIN = str(Path(sys.executable).parent)
 BOB_PW, ROOT_PW = "b0b-Pa55-word", "r00t-Pa55-word"
 USERS = {"alice": PASSWORD, "bob": BOB_PW, "root": ROOT_PW}
@@ -157,7 +154,6 @@ def probe(team: Team, who: str, secret: str) -> int:
 
 # --- owners, maintainers, administrators ------------------------------------------------
 
-@NEEDS_WRITE_PATH
 def test_bob_cannot_upload_delete_or_replace_in_alices_project_until_she_adds_him(team,
                                                                                      tmp_path):
     t = team()
@@ -197,7 +193,6 @@ def test_bob_cannot_upload_delete_or_replace_in_alices_project_until_she_adds_hi
         == 200
 
 
-@NEEDS_WRITE_PATH
 def test_uv_publish_is_refused_with_the_reason_and_works_once_maintainer(team, tmp_path):
     t = team()
     assert uv_publish(t, "alice", PASSWORD,
@@ -211,7 +206,6 @@ def test_uv_publish_is_refused_with_the_reason_and_works_once_maintainer(team, t
     assert "uvteam-1.1-py3-none-any.whl" in listed_hashes(t, "uvteam")
 
 
-@NEEDS_WRITE_PATH
 def test_projects_from_before_are_for_administrators_until_they_assign_an_owner(team,
                                                                                  tmp_path):
     t = team()
@@ -227,7 +221,6 @@ def test_projects_from_before_are_for_administrators_until_they_assign_an_owner(
         == 0
 
 
-@NEEDS_WRITE_PATH
 def test_roles_file_patterns_reserve_a_teams_names_and_reload_while_running(team, tmp_path):
     t = team("admin root\nowner bob acme-*\n")
     refused = twine(t, "alice", PASSWORD, make_wheel(tmp_path / "a", "acme-web", "1.0"))
@@ -242,7 +235,6 @@ def test_roles_file_patterns_reserve_a_teams_names_and_reload_while_running(team
 
 # --- tokens -------------------------------------------------------------------------------
 
-@NEEDS_WRITE_PATH
 def test_a_scoped_token_uploads_to_its_project_only(team, tmp_path):
     t = team()
     secret = t.token("bob", "--project", "tokproj", "--name", "ci-tokproj")
@@ -265,7 +257,6 @@ def test_a_scoped_token_uploads_to_its_project_only(team, tmp_path):
     assert [(e["actor"], e["user"]) for e in upload] == [("token:ci-tokproj", "bob")]
 
 
-@NEEDS_WRITE_PATH
 def test_token_user_with_an_account_password_is_refused(team, tmp_path):
     t = team()
     for password in (PASSWORD, BOB_PW):
@@ -275,7 +266,6 @@ def test_token_user_with_an_account_password_is_refused(team, tmp_path):
     assert http("GET", f"{t.url}/simple/sneaky/").status == 404
 
 
-@NEEDS_WRITE_PATH
 def test_expired_and_revoked_tokens_are_refused_within_two_seconds(team, tmp_path):
     t = team()
     short = t.token("alice", "--expires", "3s", "--name", "short")
@@ -294,7 +284,6 @@ def test_expired_and_revoked_tokens_are_refused_within_two_seconds(team, tmp_pat
     assert late.returncode != 0 and "403" in said(late)
 
 
-@NEEDS_WRITE_PATH
 def test_poetry_publishes_with_a_token_as_in_ci(team, tmp_path):
     t = team()
     secret = t.token("bob", "--project", "poetproj", "--name", "ci-poetry")
@@ -322,7 +311,6 @@ def test_poetry_publishes_with_a_token_as_in_ci(team, tmp_path):
     assert refused.returncode != 0 and "403" in said(refused)
 
 
-@NEEDS_WRITE_PATH
 def test_a_tokens_secret_never_appears_in_a_log_or_a_file_of_the_server(team, tmp_path):
     t = team(PYPI_LOG_LEVEL="debug")
     secret = t.token("alice", "--name", "ci-secret")
@@ -355,7 +343,6 @@ def uv_resolve(team: Team, spec: str, home: Path, url: str | None = None) -> str
     return result.stdout
 
 
-@NEEDS_WRITE_PATH
 def test_a_yanked_file_is_skipped_by_pip_and_uv_unless_pinned(team, tmp_path):
     t = team()
     files = [make_wheel(tmp_path / "y", "yankproj", v) for v in ("1.0", "2.0")]
@@ -387,7 +374,6 @@ def test_a_yanked_file_is_skipped_by_pip_and_uv_unless_pinned(team, tmp_path):
     assert 'data-yanked=""' in t.html("yankproj")
 
 
-@NEEDS_WRITE_PATH
 def test_a_deleted_name_is_refused_on_re_upload_even_to_its_owner(team, tmp_path):
     t = team()
     wheel = make_wheel(tmp_path / "d", "delproj", "1.0")
@@ -411,7 +397,6 @@ def test_a_deleted_name_is_refused_on_re_upload_even_to_its_owner(team, tmp_path
                     or not t.page("delproj")["files"]) < 2.0
 
 
-@NEEDS_WRITE_PATH
 def test_with_overwrite_on_a_deleted_name_may_come_back(team, tmp_path):
     t = team(PYPI_OVERWRITE="on")
     wheel = make_wheel(tmp_path / "o", "overproj", "1.0")
@@ -423,7 +408,6 @@ def test_with_overwrite_on_a_deleted_name_may_come_back(team, tmp_path):
     assert refused.returncode != 0 and "ask its owners (alice)" in said(refused)
 
 
-@NEEDS_WRITE_PATH
 def test_an_archived_project_refuses_uploads_and_shows_its_status(team, tmp_path):
     t = team()
     assert twine(t, "alice", PASSWORD, make_wheel(tmp_path / "a", "archproj", "1.0")) \
@@ -461,7 +445,6 @@ def test_an_archived_project_refuses_uploads_and_shows_its_status(team, tmp_path
 
 # --- the audit trail ------------------------------------------------------------------------
 
-@NEEDS_WRITE_PATH
 def test_the_audit_trail_lists_every_step_in_order_and_survives_a_backup(team, tmp_path):
     t = team()
     first = make_wheel(tmp_path / "a", "trailproj", "1.0")
@@ -516,7 +499,6 @@ def test_the_audit_trail_lists_every_step_in_order_and_survives_a_backup(team, t
 
 # --- all of it behind PYPI_AUTHENTICATE=update,download,list ---------------------------------
 
-@NEEDS_WRITE_PATH
 def test_with_everything_protected_a_token_also_lists_and_downloads(team, tmp_path):
     t = team(PYPI_AUTHENTICATE="update,download,list")
     assert twine(t, "alice", PASSWORD, make_wheel(tmp_path / "a", "closedproj", "1.0"),
