@@ -154,7 +154,7 @@ class ReadPath:
 
     def unknown_project(self, req: Request, name: str) -> Response:
         """A name this index does not hold: sent on to the public index, or 404."""
-        if self.settings.fallback:
+        if self.settings.redirects:
             location = f"{self.settings.fallback_url.rstrip('/')}/{name}/"
             return plain(303 if req.version == "1.1" else 302, f"See other: {location}",
                          [("Location", location)])
