@@ -1,4 +1,4 @@
-"""Command line: ``python -m pypibox [serve|check|adduser|deluser|users|healthcheck]``,
+"""Command line: ``python -m pypibox [serve|check|adduser|deluser|users|healthcheck|cache]``,
 and the team commands of teamcli (token, yank, unyank, delete, status, owner, audit...)."""
 
 from __future__ import annotations
@@ -115,6 +115,17 @@ def cmd_healthcheck(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    from . import cache_cli
+
+    settings = _settings()
+    logs.setup("warning")
+    try:
+        return cache_cli.run(args, settings)
+    except ConfigError as exc:
+        return _fail(str(exc), preflight.EXIT_CONFIG)
+
+
 def parser() -> argparse.ArgumentParser:
     env_help = "\n".join(f"  {k:<22} {v[1]} (default: {v[0]})" for k, v in DEFAULTS.items())
     p = argparse.ArgumentParser(
@@ -150,6 +161,9 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--timeout", type=float, default=3.0)
     sp.set_defaults(func=cmd_healthcheck)
     teamcli.add_commands(sub)
+    from . import cache_cli
+
+    cache_cli.add_parser(sub).set_defaults(func=cmd_cache)
     return p
 
 

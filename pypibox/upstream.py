@@ -168,7 +168,7 @@ class Upstream:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._rendered: dict[tuple[str, str], tuple[str, Page]] = {}
-        self._views: dict[str, tuple[tuple[str, float, bool, bool, int], UpstreamProject]] = {}
+        self._views: dict[str, tuple[tuple[str, float, bool, bool], float, UpstreamProject]] = {}
         self.page_fetches = 0   # requests for pages this process made (tests, stats)
 
     # -- pages ---------------------------------------------------------------------------
@@ -306,21 +306,24 @@ class Upstream:
               stale: bool) -> UpstreamProject:
         now = time.time()
         exempt = self.min_age <= 0 or name in self.exempt.get()
-        memo_key = (record[2], record[1]["fetched"], exempt, stale, int(now // 30))
+        memo_key = (record[2], record[1]["fetched"], exempt, stale)
         memo = self._views.get(name)
-        if memo is not None and memo[0] == memo_key:
-            return memo[1]
-        view = self._make_view(name, record, stale, exempt, now - self.min_age)
+        if memo is not None and memo[0] == memo_key and now < memo[1]:
+            return memo[2]
+        view, until = self._make_view(name, record, stale, exempt, now - self.min_age)
         if len(self._views) > 4096:
             self._views.clear()
-        self._views[name] = (memo_key, view)
+        self._views[name] = (memo_key, until, view)
         return view
 
     def _make_view(self, name: str, record: tuple[tuple[int, int, int], dict[str, t.Any], str],
-                   stale: bool, exempt: bool, cutoff: float) -> UpstreamProject:
+                   stale: bool, exempt: bool, cutoff: float
+                   ) -> tuple[UpstreamProject, float]:
+        """The visible files, and the time the first hidden one comes of age."""
         data = record[1]
         files: list[UpstreamFile] = []
         hidden = 0
+        until = float("inf")
         for item in data["files"]:
             try:
                 f = UpstreamFile(
@@ -336,6 +339,7 @@ class Upstream:
                 born = parse_time(f.upload_time) or f.first_seen
                 if born > cutoff:
                     hidden += 1
+                    until = min(until, born + self.min_age)
                     continue
             files.append(f)
         versions: dict[Version, None] = {}
@@ -346,7 +350,7 @@ class Upstream:
         visible = ",".join(f.filename for f in files)
         etag = hashlib.sha256(f"{record[2]}|{visible}".encode()).hexdigest()[:32]
         return UpstreamProject(name, tuple(files), tuple(str(v) for v in sorted(versions)),
-                               stale, etag, float(data["fetched"]), hidden)
+                               stale, etag, float(data["fetched"]), hidden), until
 
     def render(self, project: UpstreamProject, kind: str) -> Page:
         """The project page in media type ``kind``, rendered once per (etag, kind)."""
@@ -447,7 +451,7 @@ class Upstream:
     def prune(self, limit: int | None = None) -> tuple[int, int, int]:
         """Evict to ``limit`` (default PYPI_CACHE_MAX_SIZE) and remove dead downloads;
         (files evicted, bytes freed, leftovers removed)."""
-        leftovers = self.store.clean_tmp()
+        leftovers = self.store.clean_tmp() + self.store.clean_locks()
         removed, freed = self.store.evict(self.store.max_size if limit is None else limit)
         return removed, freed, leftovers
 

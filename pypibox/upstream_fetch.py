@@ -208,6 +208,10 @@ class Fetcher:
                 os.unlink(dl.tmp)
             except OSError:
                 pass
+        else:
+            log.info("cache: stored %s/%s (%d bytes)", dl.key[0], dl.key[1], dl.written)
+            self.store.touch(dl.final)
+            self.store.added(dl.written)   # may evict others: before any client sees the end
         with dl.cond:
             dl.error = error
             dl.done = True
@@ -217,10 +221,6 @@ class Fetcher:
         self._unref(dl)
         lock.release()
         self._slots.release()
-        if error is None:
-            log.info("cache: stored %s/%s (%d bytes)", dl.key[0], dl.key[1], dl.written)
-            self.store.touch(dl.final)
-            self.store.added(dl.written)
 
     def _follow(self, dl: _Download) -> FileStream | None:
         """A stream over ``dl`` (call with self._lock held); None if it already ended."""
