@@ -20,7 +20,11 @@ DURATION ?= 120
 # Server settings passed to the container by `make run` when set (README lists them all).
 RUN_VARS = PYPI_AUTHENTICATE PYPI_OVERWRITE PYPI_FALLBACK PYPI_FALLBACK_URL PYPI_WORKERS \
 	PYPI_THREADS PYPI_MAX_UPLOAD_SIZE PYPI_MAX_UPLOADS PYPI_MAX_CONNECTIONS PYPI_HEADER_TIMEOUT \
-	PYPI_KEEPALIVE_TIMEOUT PYPI_BODY_TIMEOUT PYPI_AUTH_RATE PYPI_LOG_LEVEL
+	PYPI_KEEPALIVE_TIMEOUT PYPI_BODY_TIMEOUT PYPI_AUTH_RATE PYPI_LOG_LEVEL $(CACHE_VARS)
+# The cache of the public index (PYPI_FALLBACK=cache); credentials go in a netrc file in the
+# accounts volume (PYPI_UPSTREAM_NETRC=/data/auth/netrc), never on this command line.
+CACHE_VARS = PYPI_UPSTREAM PYPI_UPSTREAM_NETRC PYPI_UPSTREAM_TTL PYPI_UPSTREAM_TIMEOUT \
+	PYPI_UPSTREAM_MIN_AGE PYPI_UPSTREAM_MIN_AGE_EXEMPT PYPI_UPSTREAM_OFFLINE PYPI_CACHE_MAX_SIZE
 RUN_ENV = $(foreach v,$(RUN_VARS),$(if $(filter-out undefined,$(origin $(v))),-e $(v)=$($(v))))
 # `make dev` defaults: the same entrypoint on the host, data under ./data, accounts in auth/.
 PYPI_HOST ?= 127.0.0.1
@@ -47,7 +51,7 @@ NEED_MEMBER = $(if $(filter command line,$(origin USER)),,$(error give the user:
 
 .PHONY: help build volumes accounts run stop logs status clean clean-volumes dev venv \
 	test test-env lint lock backup restore soak bench yank unyank delete status-project \
-	owner maintainer audit
+	owner maintainer audit cache-stats cache-prune cache-forget
 
 help: ## List the targets
 	@echo "make <target>   (index at http://localhost:$(PORT)/ after 'make run')"
@@ -137,15 +141,38 @@ lock: ## Recompile requirements*.lock from requirements*.in (needs uv)
 soak: test-env ## Load test on 127.0.0.1: 32 connections for DURATION seconds (default 120)
 	PYTHONPATH=$(CURDIR) $(VENV)/bin/python scripts/soak.py --duration $(DURATION)
 
-backup: ## Stream the pypi volume into BACKUP (a .tar.gz here; works with a remote engine)
+# The cache of the public index: `python -m pypibox cache ...` beside the server
+# (scripts/in-container.sh). Without a running server, MAX_SIZE or PYPI_CACHE_MAX_SIZE is
+# the limit cache-prune holds to (the throwaway container has the image's defaults).
+PRUNE_TO = $(or $(MAX_SIZE),$(PYPI_CACHE_MAX_SIZE))
+
+cache-stats: ## What the cache of the public index holds (PYPI_FALLBACK=cache)
+	$(NEED_DOCKER)
+	@$(IN_CONTAINER) cache stats
+
+cache-prune: ## Evict least recently used cached files down to PYPI_CACHE_MAX_SIZE (MAX_SIZE=2G)
+	$(NEED_DOCKER)
+	@$(IN_CONTAINER) cache prune $(if $(PRUNE_TO),--max-size '$(PRUNE_TO)')
+
+cache-forget: ## Drop one project's page and files from the cache: PROJECT=name
+	@case "$(PROJECT)" in ""|*[!A-Za-z0-9._-]*) \
+		echo "Say which project: make cache-forget PROJECT=<name> (letters, digits, . _ -)" >&2; \
+		exit 2;; esac
+	$(NEED_DOCKER)
+	@$(IN_CONTAINER) cache forget '$(PROJECT)'
+
+backup: ## Stream the pypi volume into BACKUP (.tar.gz; the cache only with CACHE=yes)
 	$(NEED_DOCKER)
 	@$(DOCKER) volume inspect $(VOLUME) >/dev/null 2>&1 \
 		|| { echo "No volume $(VOLUME): nothing to back up." >&2; exit 1; }
 	@$(DOCKER) run --rm -v $(VOLUME):/data/packages:ro --network none --entrypoint tar \
-		$(IMAGE) -czf - -C /data/packages . >"$(BACKUP).part" \
+		$(IMAGE) -czf - $(if $(filter yes,$(CACHE)),,--exclude=./.pypibox/cache) \
+		-C /data/packages . >"$(BACKUP).part" \
 		|| { rm -f "$(BACKUP).part"; echo "Backup failed; nothing written to $(BACKUP)." >&2; exit 1; }
 	@mv -f "$(BACKUP).part" "$(BACKUP)"
-	@echo "Volume $(VOLUME) saved to $(BACKUP) ($$(wc -c <"$(BACKUP)") bytes)."
+	@echo "Volume $(VOLUME) saved to $(BACKUP) ($$(wc -c <"$(BACKUP)") bytes$(if \
+		$(filter yes,$(CACHE)),; with the cache of the public index,; the cache of the public \
+		index left out: CACHE=yes includes it))."
 
 restore: ## Stream BACKUP into the pypi volume (refused if it has packages unless FORCE=yes)
 	$(NEED_DOCKER)

@@ -101,7 +101,8 @@ def test_backup_streams_the_volume_read_only_without_network(engine):
     assert run[run.index("--network") + 1] == "none"
     assert IMAGE in run
     assert run[run.index("--entrypoint") + 1] == "tar"
-    assert run[run.index(IMAGE) + 1:] == ["-czf", "-", "-C", "/data/packages", "."]
+    assert run[run.index(IMAGE) + 1:] == ["-czf", "-", "--exclude=./.pypibox/cache",
+                                          "-C", "/data/packages", "."]
     with tarfile.open(backup) as tf:
         members = {m.name.removeprefix("./") for m in tf.getmembers() if m.isfile()}
         assert members == {"pkg_a-1.0-py3-none-any.whl", "pkg-b-2.0.tar.gz"}
