@@ -10,10 +10,8 @@ import os
 import subprocess
 import sys
 import tarfile
-from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, clean_env
 
 STUB = r'''#!/usr/bin/env python3
