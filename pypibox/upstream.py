@@ -36,8 +36,8 @@ from .upstream_http import HttpClient, UpstreamError, safe_url, strip_userinfo
 from .upstream_pages import Link, file_path, parse_time
 from .upstream_store import FileLock, Store, Usage, valid_project
 
-__all__ = ["CachedFile", "FileStream", "Upstream", "UpstreamError", "UpstreamFile",
-           "UpstreamProject"]
+__all__ = ["STALE_HEADER", "CachedFile", "FileStream", "Upstream", "UpstreamError",
+           "UpstreamFile", "UpstreamProject"]
 
 log = logging.getLogger("pypibox.upstream")
 
@@ -48,6 +48,8 @@ METADATA_LIMIT = 4 << 20
 #: Names the upstream does not have, remembered for PYPI_UPSTREAM_TTL (at most this many).
 NEGATIVE_MAX = 10_000
 METADATA_SUFFIX = ".metadata"
+#: The response header of a page served from the cache because the upstream failed.
+STALE_HEADER = "X-Pypibox-Stale"
 
 
 @dataclass(frozen=True)
