@@ -148,7 +148,11 @@ class _Exemptions:
 class Upstream:
     """Pages and files of the upstream index, through the cache area of the packages volume."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings,
+                 private: t.Callable[[str], bool] | None = None) -> None:
+        """``private(name)`` tells whether the private index holds a project: such names
+        are never looked up upstream nor served from the cache (dependency confusion)."""
+        self.private = private
         base = settings.upstream if settings.upstream.endswith("/") else settings.upstream + "/"
         self.base, creds = strip_userinfo(base)
         parts = urlsplit(self.base)
@@ -183,6 +187,7 @@ class Upstream:
         name = canonicalize_name(name)
         if not valid_project(name):
             raise UpstreamError(404, "not a project name")
+        self._refuse_private(name)
         record = self._record(name)
         now = time.time()
         if record is not None and (self.offline or now - record[1]["fetched"] < self.ttl):
@@ -209,6 +214,10 @@ class Upstream:
                         # fetch, should another process race for it, is harmless).
                         self.store.unlink_quietly(lock.path)
                     lock.release()
+
+    def _refuse_private(self, name: str) -> None:
+        if self.private is not None and self.private(name):
+            raise UpstreamError(404, f"{name} is a private project here: never from upstream")
 
     def _name_lock(self, name: str) -> threading.Lock:
         with self._guard:
@@ -377,6 +386,7 @@ class Upstream:
         base = filename.removesuffix(METADATA_SUFFIX)
         if not valid_project(name) or not upstream_pages.valid_filename(base):
             raise UpstreamError(404, "not a cached file name")
+        self._refuse_private(name)
         cached = self._already_cached(name, filename)
         if cached is not None:
             return cached

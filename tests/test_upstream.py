@@ -153,6 +153,23 @@ def test_json_upstream_keeps_size_upload_time_and_metadata(server_factory, area)
     assert up.project("no-such-project") is None
 
 
+def test_private_names_are_never_asked_upstream_nor_served_from_the_cache(static, area):
+    up = make(area, static.url + "/simple/")
+    read(up.open_file("demo", "demo-1.0.tar.gz"))
+    before = len(static.log)
+    guarded = Upstream(Settings.from_env({
+        "PYPI_PACKAGES_DIR": str(area), "PYPI_UPSTREAM": static.url + "/simple/",
+        "PYPI_HTPASSWD": str(area.parent / "auth" / "htpasswd")}),
+        private=lambda name: name == "demo")
+    for call in (lambda: guarded.project("Demo"),
+                 lambda: guarded.open_file("demo", "demo-1.0.tar.gz")):
+        with pytest.raises(UpstreamError) as err:
+            call()
+        assert err.value.status == 404 and "private" in err.value.reason
+    assert guarded.project("other") is not None
+    assert len(static.log) == before + 1
+
+
 # --- TTL, revalidation, stale, offline -----------------------------------------------------
 
 def test_ttl_then_etag_revalidation_then_a_changed_page(static, area):
