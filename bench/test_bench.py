@@ -124,3 +124,26 @@ def test_targets_pass_and_miss():
     assert got["auth-project: req/s vs nginx (project)"] == "MISS"
     assert got["auth-project: req/s vs own unauthenticated"] == "MISS"  # 0.7x < 0.8x
     assert got["simple: req/s vs stock"] == "n/a"
+
+
+def test_cache_section_installs_through_nginx_and_pypibox(base: Path):
+    from bench import cache
+
+    bench = cache.CacheBench(base, rounds=1, proxies=("direct", "pypibox"))
+    bench.run()
+    med = bench.medians()
+    for client in cache.CLIENTS:
+        for proxy in ("direct", "pypibox"):
+            assert med[client][proxy]["cold"] and med[client][proxy]["warm"], bench.notes
+    assert bench.tree.files == cache.PROJECTS * 6
+    names = {t["target"] for t in bench.targets()}
+    assert "cache uv: warm speed vs direct nginx" in names
+    assert "| uv | direct |" in bench.table()
+
+
+def test_cache_section_notes_an_index_that_does_not_list_the_project(nginx):
+    from bench import cache
+
+    srv, _ = nginx
+    assert "HTTP 404" in cache.check_proxy(srv.url + "/simple/", "cachebench-01", 6)
+    assert "links" in cache.check_proxy(srv.url + "/simple/", trees.SCALE_PROJECT, 11)

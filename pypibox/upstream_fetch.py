@@ -15,6 +15,7 @@ import os
 import threading
 import time
 import typing as t
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .upstream_http import HttpClient, Reply, UpstreamError, safe_url
@@ -85,6 +86,8 @@ class Fetcher:
         self._lock = threading.Lock()
         self._active: dict[tuple[str, str], _Download] = {}
         self._slots = threading.BoundedSemaphore(MAX_DOWNLOADS)
+        # Threads kept for the next download: starting one per file costs more than the file.
+        self._pool = ThreadPoolExecutor(MAX_DOWNLOADS, thread_name_prefix="pypibox-fetch")
         self.fetches = 0   # upstream downloads started by this process (for tests and stats)
 
     def open(self, project: str, filename: str, url: str, sha256: str,
@@ -165,9 +168,7 @@ class Fetcher:
             self._active[dl.key] = dl
             stream = self._follow(dl)
         assert stream is not None
-        thread = threading.Thread(target=self._run, args=(dl, reply, lock), daemon=True,
-                                  name=f"fetch {filename}")
-        thread.start()
+        self._pool.submit(self._run, dl, reply, lock)
         return stream
 
     def _run(self, dl: _Download, reply: Reply, lock: FileLock) -> None:
@@ -200,6 +201,9 @@ class Fetcher:
         except OSError as exc:
             error = UpstreamError(507 if exc.errno == 28 else 502,
                                   f"{dl.key[1]}: cannot store the file ({exc.strerror})")
+        except Exception as exc:  # a bug must still end the readers' wait
+            log.exception("cache: download of %s failed", dl.key[1])
+            error = UpstreamError(502, f"{dl.key[1]}: download failed ({type(exc).__name__})")
         finally:
             reply.close()
         if error is not None:
