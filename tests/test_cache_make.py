@@ -131,3 +131,27 @@ def test_backup_leaves_the_cache_out_unless_asked(engine, cache):
         assert "with the cache" in res.stdout
     else:
         assert cached == set() and "CACHE=yes includes it" in res.stdout
+
+
+def test_make_accounts_installs_the_exemption_and_netrc_files_beside_htpasswd(tmp_path):
+    from test_makefiles import Docker, copy_build_files, with_user
+    from test_makefiles import make as make_in
+
+    repo = copy_build_files(tmp_path / "repo")
+    docker = Docker(tmp_path / "docker-calls.jsonl")
+    with_user(repo)
+    result = make_in(repo, docker, "install", directory="auth")
+    assert result.returncode == 0, result.stderr
+    assert not [c for c in docker.calls if "sh" in c["argv"]]   # none there: none installed
+    (repo / "auth" / "min-age-exempt").write_text("urllib3  # the CVE fix\n")
+    (repo / "auth" / "netrc").write_text("machine pypi.example.org login bot password t0k\n")
+    docker.clear()
+    result = make_in(repo, docker, "install", directory="auth")
+    assert result.returncode == 0, result.stderr
+    copies = {c["argv"][-1].split()[-1]: c for c in docker.calls if "sh" in c["argv"]}
+    assert set(copies) == {"/data/auth/min-age-exempt", "/data/auth/netrc"}
+    assert copies["/data/auth/netrc"]["stdin"] == (repo / "auth" / "netrc").read_text()
+    for call in copies.values():
+        assert "--network" in call["argv"] and "pypi-auth:/data/auth" in call["argv"]
+        assert "chmod 0640" in call["argv"][-1] and "chown 0:9898" in call["argv"][-1]
+    assert "installed netrc into the pypi-auth volume" in result.stdout
