@@ -47,6 +47,10 @@ PAGE_LIMIT = 32 << 20
 METADATA_LIMIT = 4 << 20
 #: Names the upstream does not have, remembered for PYPI_UPSTREAM_TTL (at most this many).
 NEGATIVE_MAX = 10_000
+#: Parsed page records kept in memory per process (more are read from disk again).
+RECORDS_MAX = 2048
+#: Rendered pages kept in memory per process, in bytes.
+RENDERED_MAX_BYTES = 64 << 20
 METADATA_SUFFIX = ".metadata"
 #: The response header of a page served from the cache because the upstream failed.
 STALE_HEADER = "X-Pypibox-Stale"
@@ -174,6 +178,7 @@ class Upstream:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._rendered: dict[tuple[str, str], tuple[str, Page]] = {}
+        self._rendered_bytes = 0
         self._views: dict[str, tuple[tuple[str, float, bool, bool], float, UpstreamProject]] = {}
         self.page_fetches = 0   # requests for pages this process made (tests, stats)
 
@@ -238,6 +243,8 @@ class Upstream:
         if found is None:
             return None
         key, data = found
+        if len(self._records) >= RECORDS_MAX:
+            self._records.clear()   # reread from disk when asked again
         # Of the files only: a revalidation (304) changes "fetched", not what is shown.
         digest = hashlib.sha256(json.dumps(data["files"], sort_keys=True).encode()
                                 ).hexdigest()[:24]
@@ -259,14 +266,16 @@ class Upstream:
             self.page_fetches += 1
             reply = self.client.get(url, headers, deadline=time.monotonic() + self.timeout)
             if reply.status == 304 and old is not None:
-                reply.close()
+                reply.drain()
                 self._save(name, {**old, "fetched": time.time()})
                 return self._view_fresh(name)
             if reply.status in (404, 410):
-                reply.close()
+                reply.drain()
                 self._remember_missing(name)
                 if old is not None:
-                    log.info("cache: the upstream no longer has %s", name)
+                    log.info("cache: the upstream no longer has %s; its page is dropped", name)
+                    self.store.unlink_quietly(self.store.record_path(name))
+                    self._records.pop(name, None)
                 return None
             if reply.status != 200:
                 reply.close()
@@ -370,9 +379,11 @@ class Upstream:
         if cached is not None and cached[0] == project.etag:
             return cached[1]
         page = upstream_pages.render(project.name, project.files, project.versions, kind)
-        if len(self._rendered) > 4096:
+        if self._rendered_bytes + len(page.body) > RENDERED_MAX_BYTES:
             self._rendered.clear()
+            self._rendered_bytes = 0
         self._rendered[key] = (project.etag, page)
+        self._rendered_bytes += len(page.body)
         return page
 
     # -- files ---------------------------------------------------------------------------
@@ -433,7 +444,9 @@ class Upstream:
                 if self.offline:
                     raise UpstreamError(404, f"{filename} is not in the cache and "
                                              "PYPI_UPSTREAM_OFFLINE is on")
-                reply = self.client.get(f.upstream_url + METADATA_SUFFIX, {"Accept": "*/*"},
+                parts = urlsplit(f.upstream_url)   # PEP 658: the file's path + .metadata
+                url = parts._replace(path=parts.path + METADATA_SUFFIX).geturl()
+                reply = self.client.get(url, {"Accept": "*/*"},
                                         deadline=time.monotonic() + self.timeout)
                 if reply.status != 200:
                     reply.close()

@@ -143,6 +143,21 @@ class Reply:
                                          f" than {limit // (1 << 20)} MiB")
             parts.append(data)
 
+    def drain(self, limit: int = 1 << 16) -> None:
+        """Read and drop a small body so the connection can serve the next request."""
+        if self._done:
+            return
+        try:
+            left = limit
+            while left > 0:
+                data = self.read(min(left, 1 << 14))
+                if not data:
+                    return
+                left -= len(data)
+        except UpstreamError:
+            return
+        self.close()   # too much to read for nothing
+
     def _finish(self, reuse: bool) -> None:
         if not self._done:
             self._done = True
