@@ -210,6 +210,14 @@ def test_stale_page_and_cached_files_when_the_upstream_is_down(static, area):
     assert err.value.status == 502
 
 
+def test_a_project_removed_upstream_is_no_longer_served(static, area):
+    up = make(area, static.url + "/simple/", PYPI_UPSTREAM_TTL="off")
+    assert up.project("other") is not None
+    (static.root / "simple" / "other" / "index.html").unlink()
+    assert up.project("other") is None
+    assert not (cache_root(area) / "pages" / "other.json").exists()
+
+
 def test_a_slow_upstream_gets_504_within_the_timeout(static, area):
     def never(handler) -> bool:
         time.sleep(6)
