@@ -414,6 +414,19 @@ class Upstream:
                                      "PYPI_UPSTREAM_OFFLINE is on")
         return self.fetcher.open(name, f.filename, f.upstream_url, f.sha256, f.size)
 
+    def file_info(self, project: str, filename: str) -> UpstreamFile:
+        """What the page says of a visible file (for HEAD without fetching); 404 if none."""
+        name = canonicalize_name(project)
+        base = filename.removesuffix(METADATA_SUFFIX)
+        if not valid_project(name) or not upstream_pages.valid_filename(base):
+            raise UpstreamError(404, "not a cached file name")
+        self._refuse_private(name)
+        found = self.project(name)
+        f = found.file(base) if found is not None else None
+        if f is None or (filename != base and f.core_metadata is None):
+            raise UpstreamError(404, f"{filename} is not a file of {name} here")
+        return f
+
     def _already_cached(self, name: str, filename: str) -> CachedFile | None:
         """A stored file, if its project's record still lists it visibly (no upstream call)."""
         record = self._record(name)

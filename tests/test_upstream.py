@@ -108,6 +108,10 @@ def test_html_upstream_page_files_and_both_forms_rendered(static, area):
         assert 'data-requires-python="&gt;=3.8"' in body
     assert static.url not in up.render(project, JSON).body.decode()  # links point here
 
+    info = up.file_info("demo", wheel.filename)   # for a HEAD: no download
+    assert info == wheel and static.count(f"/packages/{wheel.filename}") == 0
+    with pytest.raises(UpstreamError):
+        up.file_info("demo", wheel.filename + ".metadata")   # HTML gave no metadata hash
     got = up.open_file("demo", wheel.filename)
     assert isinstance(got, FileStream)
     assert read(got) == (static.root / "packages" / wheel.filename).read_bytes()
