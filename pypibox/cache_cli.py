@@ -50,9 +50,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]
+               ) -> argparse.ArgumentParser:
     """The ``cache`` subcommand and its own subcommands."""
-    sp: argparse.ArgumentParser = sub.add_parser("cache", help="the cache of the upstream index: stats, prune, forget")
+    sp = sub.add_parser("cache", help="the cache of the upstream index: stats, prune, forget")
     cache = sp.add_subparsers(dest="cache_cmd", required=True)
     stats = cache.add_parser("stats", help="what the cache holds")
     stats.add_argument("--json", action="store_true", help="one JSON object")

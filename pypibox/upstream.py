@@ -29,8 +29,8 @@ from packaging.utils import (
 from packaging.version import InvalidVersion, Version
 
 from . import upstream_pages
-from .index import Page
 from .settings import Settings
+from .simple_api import Page
 from .upstream_fetch import CachedFile, Fetcher, FileStream
 from .upstream_http import HttpClient, UpstreamError, safe_url, strip_userinfo
 from .upstream_pages import Link, file_path, parse_time

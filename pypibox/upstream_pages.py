@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from urllib.parse import quote, unquote, urldefrag, urljoin, urlsplit
 
-from .index import Page
-from .simple_api import API_VERSION, JSON, TEXT_HTML, V1_HTML
+from .simple_api import API_VERSION, JSON, TEXT_HTML, V1_HTML, Page
 from .upstream_http import UpstreamError, safe_url, strip_userinfo
 
 #: A file name we store: plain characters, no separator, no leading dot, a known suffix.
