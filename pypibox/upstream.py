@@ -372,6 +372,32 @@ class Upstream:
         return UpstreamProject(name, tuple(files), tuple(str(v) for v in sorted(versions)),
                                stale, etag, float(data["fetched"]), hidden), until
 
+    def page_ready(self, name: str, kind: str) -> bool:
+        """True if ``project(name)`` and ``render`` would answer at once: the record is in
+        memory and fresh and the page rendered (a request can stay in the event loop)."""
+        name = canonicalize_name(name)
+        if not valid_project(name):
+            return True   # refused at once
+        mem = self._records.get(name)
+        if mem is None or self.store.record_key(name) != mem[0]:
+            return False
+        age = time.time() - mem[1]["fetched"]
+        if age >= self.ttl and not self.offline:
+            return False
+        cached = self._rendered.get((name, kind))
+        return cached is not None and cached[0] == self._view(name, mem, age >= self.ttl).etag
+
+    def cached_path(self, project: str, filename: str) -> str | None:
+        """The path of a visible file already in the cache (no upstream call), or None."""
+        name = canonicalize_name(project)
+        base = filename.removesuffix(METADATA_SUFFIX)
+        if not valid_project(name) or not upstream_pages.valid_filename(base):
+            return None
+        if self.private is not None and self.private(name):
+            return None
+        found = self._already_cached(name, filename)
+        return found.path if found is not None else None
+
     def render(self, project: UpstreamProject, kind: str) -> Page:
         """The project page in media type ``kind``, rendered once per (etag, kind)."""
         key = (project.name, kind)

@@ -54,7 +54,10 @@ class FileStream:
         self._on_close = on_close
 
     def __iter__(self) -> t.Iterator[bytes]:
-        return self._chunks
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self._chunks)
 
     def close(self) -> None:
         """Stop reading (the download itself goes on for the other readers and the cache)."""
@@ -92,7 +95,26 @@ class Fetcher:
 
     def open(self, project: str, filename: str, url: str, sha256: str,
              size: int | None) -> CachedFile | FileStream:
-        """The file from the cache, or a stream of it while it is fetched and checked."""
+        """The file from the cache, or a stream of it while it is fetched and checked.
+
+        A file of unknown length is not streamed: without a Content-Length a client could
+        not tell a cut-off body from a complete one. It is fetched whole first.
+        """
+        got = self._open(project, filename, url, sha256, size)
+        if isinstance(got, CachedFile) or got.size is not None:
+            return got
+        try:
+            for _ in got:   # wait for the download, checked (or its UpstreamError)
+                pass
+        finally:
+            got.close()
+        found = self._cached(project, filename, None, sha256)
+        if found is None:
+            raise UpstreamError(502, f"{filename}: the download did not keep the file")
+        return found
+
+    def _open(self, project: str, filename: str, url: str, sha256: str,
+              size: int | None) -> CachedFile | FileStream:
         for _ in range(3):
             found = self._cached(project, filename, size, sha256)
             if found is not None:

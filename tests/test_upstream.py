@@ -600,6 +600,25 @@ def test_files_longer_or_shorter_than_announced(hostile, static, area):
     untouched()
 
 
+def test_a_file_of_unknown_length_is_fetched_whole_before_it_is_served(hostile, static, area):
+    srv, up, untouched = hostile
+    good = static.root / "packages" / "demo-1.0-py3-none-any.whl"
+    data, digest = good.read_bytes(), sha256(good)
+    rows = "".join(f'<a href="/files/{n}#sha256={digest}">{n}</a>'
+                   for n in ("nolen-1.0.tar.gz", "nolen-2.0.tar.gz"))
+    srv.hooks["/simple/nolen/"] = lambda h: send(h, rows.encode(), "text/html")
+    srv.hooks["/files/nolen-1.0.tar.gz"] = lambda h: send(h, data, "application/octet-stream")
+    srv.hooks["/files/nolen-2.0.tar.gz"] = lambda h: send(h, data[:-1] + b"!",
+                                                          "application/octet-stream")
+    got = up.open_file("nolen", "nolen-1.0.tar.gz")   # neither the page nor the answer has a size
+    assert isinstance(got, CachedFile) and Path(got.path).read_bytes() == data
+    with pytest.raises(UpstreamError) as err:          # nothing sent yet: the route says 502
+        up.open_file("nolen", "nolen-2.0.tar.gz")
+    assert err.value.status == 502 and "sha256" in err.value.reason
+    assert cached_files(area) == ["nolen/nolen-1.0.tar.gz"]
+    untouched()
+
+
 # --- credentials ----------------------------------------------------------------------------
 
 SECRET = "pa55-Wd-9f3c1"

@@ -10,7 +10,6 @@ or remove the marker to run them).
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import os
 import shutil
@@ -20,6 +19,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from http.client import IncompleteRead
 from pathlib import Path
 
 import pytest
@@ -238,7 +238,7 @@ def test_a_file_changed_upstream_is_refused_and_not_kept(pair, tmp_path):
     except urllib.error.HTTPError as err:
         assert err.code == 502
         complete = False
-    except (http.client.IncompleteRead, ConnectionError):
+    except (IncompleteRead, ConnectionError):
         complete = False
     assert not complete
     assert not list(cache_area(ours).rglob(name))
