@@ -22,6 +22,7 @@ from .simple_api import Page
 if t.TYPE_CHECKING:
     from .ledger import Ledger
     from .settings import Settings
+    from .upstream_routes import CacheRoutes
 
 log = logging.getLogger("pypibox.readpath")
 
@@ -77,6 +78,12 @@ class ReadPath:
         self.pages = PageCache()
         self.file_cache_control = file_cache_control(settings)
         self.page_headers = [("Vary", "Accept"), ("Cache-Control", files.REVALIDATE)]
+        #: PYPI_FALLBACK=cache: names this index does not hold come from the upstream's cache.
+        self.cache: CacheRoutes | None = None
+        if settings.caches:
+            from .upstream_routes import CacheRoutes
+
+            self.cache = CacheRoutes(settings, index)
 
     # -- can it be answered in the event loop? ----------------------------------------------
     def root_ready(self, req: Request) -> bool:
@@ -94,7 +101,9 @@ class ReadPath:
             return True
         self.index.refresh()
         stamp = self._stamp(name)
-        return stamp is None or self.pages.get((name, kind), stamp) is not None
+        if stamp is None:
+            return self.cache is None or self.cache.page_ready(name, kind)
+        return self.pages.get((name, kind), stamp) is not None
 
     def _stamp(self, name: str) -> object:
         """What a project's page is made from: its files and its recorded state (yanks...)."""
@@ -153,7 +162,10 @@ class ReadPath:
         return self._send(req, page, kind)
 
     def unknown_project(self, req: Request, name: str) -> Response:
-        """A name this index does not hold: sent on to the public index, or 404."""
+        """A name this index does not hold: from the upstream's cache, sent on to the public
+        index, or 404."""
+        if self.cache is not None:
+            return self.cache.project_page(req, name, self._kind(req))
         if self.settings.redirects:
             location = f"{self.settings.fallback_url.rstrip('/')}/{name}/"
             return plain(303 if req.version == "1.1" else 302, f"See other: {location}",

@@ -144,7 +144,11 @@ def build(settings: Settings, accounts: Accounts) -> RouteTable:
     read = readpath.ReadPath(settings, index, teams.ledger)
     write = writepath.WritePath(settings, index, backend, teams)
     pages = listing.Listing(settings, index, teams.ledger)
-    return RouteTable([
+    cached = []
+    if read.cache is not None:   # PYPI_FALLBACK=cache: files of the upstream, cached here
+        cached = [route("GET", "/cache/{project}/{filename}", read.cache.cache_file,
+                        action="download", where=THREAD, quick=read.cache.file_ready)]
+    return RouteTable(cached + [
         route("GET", "/health", listing.health),
         route("GET", "/", pages.front, action="list", where=THREAD, quick=pages.front_ready),
         route("GET", "/favicon.ico", listing.no_favicon),
