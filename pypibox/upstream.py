@@ -209,7 +209,8 @@ class Upstream:
             try:
                 record = self._record(name)   # another thread or process may have fetched it
                 if record is not None and time.time() - record[1]["fetched"] < self.ttl:
-                    return self._view(name, record, stale=False)
+                    found = self._view(name, record, stale=False)
+                    return found
                 found = self._refresh(name, record)
                 return found
             finally:

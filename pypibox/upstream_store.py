@@ -116,7 +116,8 @@ class Store:
                         getattr(exc, "strerror", None) or "corrupt")
             return None
         if not isinstance(data, dict) or data.get("v") != RECORD_VERSION or \
-                data.get("name") != project or not isinstance(data.get("files"), list):
+                data.get("name") != project or not isinstance(data.get("files"), list) or \
+                not isinstance(data.get("fetched"), (int, float)):
             log.warning("cache: ignoring the record of %s (not a record of this version)",
                         project)
             return None

@@ -739,3 +739,16 @@ def test_cache_command_line_stats_prune_forget(static, area):
     assert cached_files(area) == []
     bad = cli(area, "forget", "../etc")
     assert bad.returncode == 1 and "not a project name" in bad.stderr
+
+
+def test_a_corrupt_record_is_ignored_and_fetched_again(static, area, caplog):
+    up = make(area, static.url + "/simple/")
+    assert up.project("demo") is not None
+    record = cache_root(area) / "pages" / "demo.json"
+    for junk in (b"{not json", b'{"v": 1, "name": "demo", "files": []}', b"\xff" * 10):
+        record.write_bytes(junk)
+        fresh = make(area, static.url + "/simple/")
+        project = fresh.project("demo")
+        assert project is not None and len(project.files) == 4
+        assert json.loads(record.read_bytes())["name"] == "demo"   # rewritten
+    assert "ignoring" in caplog.text
