@@ -317,9 +317,10 @@ class CacheBench:
                   f"({self.tree.files} files, {self.tree.bytes / 1e6:.1f} MB upstream, "
                   "served by nginx on 127.0.0.1), client caches off; cold = the proxy's cache "
                   "empty, warm = filled by the cold run; median of "
-                  f"{self.rounds} rounds. In cells, `(1.20x)` is the time divided by "
-                  "direct nginx's.\n"),
-                 "| client | index | cold | warm |", "| --- | --- | ---: | ---: |"]
+                  f"{self.rounds} rounds (and the best round: on a shared machine the least "
+                  "disturbed). In cells, `(1.20x)` is the time divided by direct nginx's.\n"),
+                 "| client | index | cold | warm | best cold / warm |",
+                 "| --- | --- | ---: | ---: | ---: |"]
         for client in CLIENTS:
             direct = med[client].get("direct", {})
             for i, proxy in enumerate(self.proxies):
@@ -332,10 +333,13 @@ class CacheBench:
                         continue
                     rel = _ratio(value, direct.get(phase)) if proxy != "direct" else None
                     cells.append(f"{value:.2f} s" + (f" ({rel:.2f}x)" if rel else ""))
+                runs = self.figures.get(client, {}).get(proxy, {})
+                best = " / ".join(f"{min(runs[p]):.2f} s" if runs.get(p) else "n/a"
+                                  for p in ("cold", "warm"))
                 notes = self.notes.get(f"{client}/{proxy}")
                 label = proxy + (f" ⚠ {'; '.join(sorted(notes))}" if notes else "")
                 lines.append(f"| {client if i == 0 else ''} | {label} | {cells[0]} | "
-                             f"{cells[1]} |")
+                             f"{cells[1]} | {best} |")
         versions = "; ".join(f"{k}: {v}" for k, v in self.versions.items())
         return "\n".join(lines) + (f"\n\nVersions: {versions}.\n" if versions else "\n")
 
