@@ -78,12 +78,9 @@ class ReadPath:
         self.pages = PageCache()
         self.file_cache_control = file_cache_control(settings)
         self.page_headers = [("Vary", "Accept"), ("Cache-Control", files.REVALIDATE)]
-        #: PYPI_FALLBACK=cache: names this index does not hold come from the upstream's cache.
+        #: PYPI_FALLBACK=cache: names this index does not hold come from the upstream's cache
+        #: (set by routes.build).
         self.cache: CacheRoutes | None = None
-        if settings.caches:
-            from .upstream_routes import CacheRoutes
-
-            self.cache = CacheRoutes(settings, index)
 
     # -- can it be answered in the event loop? ----------------------------------------------
     def root_ready(self, req: Request) -> bool:

@@ -145,9 +145,12 @@ def build(settings: Settings, accounts: Accounts) -> RouteTable:
     write = writepath.WritePath(settings, index, backend, teams)
     pages = listing.Listing(settings, index, teams.ledger)
     cached = []
-    if read.cache is not None:   # PYPI_FALLBACK=cache: files of the upstream, cached here
-        cached = [route("GET", "/cache/{project}/{filename}", read.cache.cache_file,
-                        action="download", where=THREAD, quick=read.cache.file_ready)]
+    if settings.caches:   # PYPI_FALLBACK=cache: other names from the upstream, cached here
+        from .upstream_routes import CacheRoutes, private_names
+
+        read.cache = cache = CacheRoutes(settings, private_names(index, teams))
+        cached = [route("GET", "/cache/{project}/{filename}", cache.cache_file,
+                        action="download", where=THREAD, quick=cache.file_ready)]
     return RouteTable(cached + [
         route("GET", "/health", listing.health),
         route("GET", "/", pages.front, action="list", where=THREAD, quick=pages.front_ready),

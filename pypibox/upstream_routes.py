@@ -1,7 +1,8 @@
 """Handlers for ``PYPI_FALLBACK=cache``: upstream project pages and ``/cache/<project>/<file>``.
 
 ReadPath hands a name the private index does not hold to ``project_page``; the route table
-sends ``/cache/{project}/{filename}`` to ``cache_file``. The ``*_ready`` methods say when a
+sends ``/cache/{project}/{filename}`` to ``cache_file``. Names this index claims
+(``private_names``) are refused by the Upstream itself as well. The ``*_ready`` methods say when a
 request can be answered in the event loop (nothing to fetch, nothing to render).
 """
 
@@ -17,24 +18,36 @@ from .upstream import STALE_HEADER, CachedFile, Upstream, UpstreamError
 if t.TYPE_CHECKING:
     from .index import PackageIndex
     from .settings import Settings
+    from .teams import Teams
 
 METADATA_TYPE = "text/plain; charset=utf-8"
 FILE_TYPE = "application/octet-stream"
 
 
+def private_names(index: PackageIndex, teams: Teams | None = None) -> t.Callable[[str], bool]:
+    """Whether this index claims a name: it holds files of it, or (with teams) the trail
+    knows it (owners, deleted files, a status) or a roles rule reserves it. Such a name is
+    never served from the upstream: a squatter's upload there changes nothing here."""
+
+    def claimed(name: str) -> bool:
+        index.refresh()
+        if index.project_stamp(name) is not None:
+            return True
+        if teams is None:
+            return False
+        return teams.ledger.known(name) or teams.roles.rules.reserved(name)
+
+    return claimed
+
+
 class CacheRoutes:
     """The cache of the upstream index as request handlers of one worker."""
 
-    def __init__(self, settings: Settings, index: PackageIndex) -> None:
-        self.index = index
-        self.upstream = Upstream(settings, private=self._private)
+    def __init__(self, settings: Settings, private: t.Callable[[str], bool]) -> None:
+        self.upstream = Upstream(settings, private=private)
         scope = "private" if "download" in settings.authenticate else "public"
         self.file_cache_control = f"{scope}, {files.IMMUTABLE}"
         self.page_headers = [("Vary", "Accept"), ("Cache-Control", files.REVALIDATE)]
-
-    def _private(self, name: str) -> bool:
-        self.index.refresh()
-        return self.index.project_stamp(name) is not None
 
     # -- pages ---------------------------------------------------------------------------
     def page_ready(self, name: str, kind: str) -> bool:

@@ -221,6 +221,18 @@ def test_a_private_name_is_served_from_private_files_only(pair, tmp_path):
     assert "shared-name" in listing and "pbx-core" not in listing   # private projects only
 
 
+@NEEDS_ROUTES
+def test_a_name_reserved_by_a_roles_rule_is_never_taken_from_upstream(pair, tmp_path):
+    roles = tmp_path / "roles"
+    roles.write_text("owner alice pbx-core*   # ours, even before the first upload\n")
+    public, ours = pair(PYPI_ROLES=str(roles))
+    page = ours.get("/simple/pbx-core/")
+    assert page.status == 404
+    assert ours.get("/cache/pbx-core/pbx_core-1.0-py3-none-any.whl").status == 404
+    assert ours.get("/simple/pbx-util/").status == 200            # not reserved: cached
+    assert upstream_gets(public, "pbx-core") == 0 and upstream_gets(public, "pbx_core") == 0
+
+
 # --- integrity, cooldown, failures ---------------------------------------------------------
 
 @NEEDS_ROUTES
