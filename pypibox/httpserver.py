@@ -400,7 +400,8 @@ class Connection(asyncio.Protocol):
         if self.transport is not None and not self.closing:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
-    def _head(self, incoming: Incoming, response: Response, length: int | None) -> bytes:
+    def _head(self, incoming: Incoming, response: Response, length: int | None,
+              chunked: bool = False) -> bytes:
         keep = incoming.keep_alive and not self.server.stopping and not self.gone
         if not incoming.complete:
             left = incoming.length - incoming.received
@@ -414,6 +415,8 @@ class Connection(asyncio.Protocol):
             parts.append(f"{name}: {value}\r\n".encode("latin-1", "replace"))
         if length is not None and status not in (204, 304) and status >= 200:
             parts.append(b"Content-Length: %d\r\n" % length)
+        elif chunked:
+            parts.append(b"Transfer-Encoding: chunked\r\n")
         parts.append(_date_header())
         if not keep:
             parts.append(b"Connection: close\r\n")
@@ -460,24 +463,38 @@ class Connection(asyncio.Protocol):
                                                     body.length)
             else:
                 length = _declared_length(response)
-                if length is None:
-                    incoming.keep_alive = False  # the body ends when the connection does
-                self._write(self._head(incoming, response, length))
+                # Without a length: chunked (HTTP/1.1), so that a body cut short by an error
+                # never looks complete; an HTTP/1.0 client gets one that ends with the
+                # connection.
+                chunked = length is None and incoming.request.version != "1.0"
+                if length is None and not chunked:
+                    incoming.keep_alive = False
+                self._write(self._head(incoming, response, length, chunked))
                 pool = self.app.pool
-                while not self.gone:
+                while not self.gone and not incoming.request.head:
                     chunk = await self.loop.run_in_executor(pool, next, body, b"")
                     if not chunk:
                         break
-                    self._write(chunk)
+                    self._write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
                     sent += len(chunk)
                     await self._drain()
-                if length is not None and sent != length:
+                if chunked and not incoming.request.head:
+                    self._write(b"0\r\n\r\n")
+                if length is not None and sent != length and not incoming.request.head:
                     incoming.keep_alive = False  # the client must not take a short body
                     self.close(linger=False)
         except (ConnectionError, RuntimeError, OSError):
             self.close(linger=False)
-        except Exception:
-            log.exception("error sending %s %s", incoming.request.method, incoming.request.path)
+        except Exception as exc:
+            # Mid-body: the only honest signal left is to close short of the end.
+            refusal = getattr(exc, "reason", None)
+            if refusal:
+                log.warning("%s %s broke off: %s", incoming.request.method,
+                            incoming.request.path, refusal)
+            else:
+                log.exception("error sending %s %s", incoming.request.method,
+                              incoming.request.path)
+            incoming.keep_alive = False
             self.close(linger=False)
         finally:
             if isinstance(body, FileBody):

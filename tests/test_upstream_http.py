@@ -1,10 +1,8 @@
 """One index URL for everything (issue 15), end to end: pip, uv and poetry against a real
 pypibox with ``PYPI_FALLBACK=cache`` whose upstream is a second real pypibox on 127.0.0.1.
 
-These need the route table: ``/simple/<name>/`` falls through to pypibox.upstream when the
+Through the route table: ``/simple/<name>/`` falls through to pypibox.upstream when the
 private index has no such project, and ``/cache/<project>/<file>`` serves cached files.
-NEEDS_ROUTES marked them until the routes were wired; it is kept so that a branch without the
-wiring can skip them (PYPIBOX_ROUTES_WIRED=0).
 """
 
 from __future__ import annotations
@@ -26,9 +24,6 @@ import pytest
 from conftest import PASSWORD, basic, clean_env, http, make_server
 from pkgfactory import make_sdist, make_wheel
 
-# Wired (readpath.ReadPath.cache, routes.build): these run. PYPIBOX_ROUTES_WIRED=0 skips them.
-NEEDS_ROUTES = pytest.mark.skipif(os.environ.get("PYPIBOX_ROUTES_WIRED") == "0",
-                                  reason="needs the route table (lead wires upstream)")
 VENV_BIN = str(Path(sys.executable).parent)
 DAY = 86400
 JSON = "application/vnd.pypi.simple.v1+json"
@@ -127,7 +122,6 @@ def cache_area(ours) -> Path:
 
 # --- pip, uv, poetry through the cache, then from it with the upstream stopped ------------
 
-@NEEDS_ROUTES
 def test_pip_installs_through_the_cache_then_from_it_with_the_upstream_down(pair, tmp_path):
     public, ours = pair(PYPI_UPSTREAM_TTL="off")   # every page revalidated: stale when down
     index = ours.url + "/simple/"
@@ -146,7 +140,6 @@ def test_pip_installs_through_the_cache_then_from_it_with_the_upstream_down(pair
     assert page.status == 200 and page.headers.get("x-pypibox-stale")
 
 
-@NEEDS_ROUTES
 def test_uv_pip_install_and_uv_lock_through_the_cache_and_with_the_upstream_down(pair, tmp_path):
     public, ours = pair(PYPI_UPSTREAM_TTL="off")
     index = ours.url + "/simple/"
@@ -175,7 +168,6 @@ def test_uv_pip_install_and_uv_lock_through_the_cache_and_with_the_upstream_down
     assert dists(venv / "lib") == WANT
 
 
-@NEEDS_ROUTES
 def test_poetry_installs_a_project_through_the_cache_and_with_the_upstream_down(pair, tmp_path):
     public, ours = pair(PYPI_UPSTREAM_TTL="off")
     index = ours.url + "/simple/"
@@ -204,7 +196,6 @@ def test_poetry_installs_a_project_through_the_cache_and_with_the_upstream_down(
 
 # --- private names shadow the upstream ----------------------------------------------------
 
-@NEEDS_ROUTES
 def test_a_private_name_is_served_from_private_files_only(pair, tmp_path):
     public, ours = pair()
     page = json.loads(ours.get("/simple/shared-name/", headers={"Accept": JSON}).body)
@@ -221,7 +212,6 @@ def test_a_private_name_is_served_from_private_files_only(pair, tmp_path):
     assert "shared-name" in listing and "pbx-core" not in listing   # private projects only
 
 
-@NEEDS_ROUTES
 def test_a_name_reserved_by_a_roles_rule_is_never_taken_from_upstream(pair, tmp_path):
     roles = tmp_path / "roles"
     roles.write_text("owner alice pbx-core*   # ours, even before the first upload\n")
@@ -235,7 +225,6 @@ def test_a_name_reserved_by_a_roles_rule_is_never_taken_from_upstream(pair, tmp_
 
 # --- integrity, cooldown, failures ---------------------------------------------------------
 
-@NEEDS_ROUTES
 def test_a_file_changed_upstream_is_refused_and_not_kept(pair, tmp_path):
     public, ours = pair()
     name = "pbx_core-1.1-py3-none-any.whl"
@@ -258,7 +247,6 @@ def test_a_file_changed_upstream_is_refused_and_not_kept(pair, tmp_path):
     assert res.returncode != 0
 
 
-@NEEDS_ROUTES
 def test_the_cooldown_hides_a_fresh_release_and_uv_resolves_to_the_older(pair, tmp_path):
     public, ours = pair(PYPI_UPSTREAM_MIN_AGE="3d")
     make_wheel(public.packages, "pbx-core", "1.2")            # published just now
@@ -274,7 +262,6 @@ def test_the_cooldown_hides_a_fresh_release_and_uv_resolves_to_the_older(pair, t
     assert dists(venv / "lib") == {"pbx-core": "1.2"}
 
 
-@NEEDS_ROUTES
 def test_an_uncached_name_with_the_upstream_down_is_a_quick_clear_502(pair):
     public, ours = pair()
     public.stop()
@@ -285,7 +272,6 @@ def test_an_uncached_name_with_the_upstream_down_is_a_quick_clear_502(pair):
     assert time.monotonic() - t0 < 10
 
 
-@NEEDS_ROUTES
 def test_range_and_head_on_a_cached_file(pair):
     public, ours = pair()
     name = "pbx_core-1.1-py3-none-any.whl"
@@ -307,7 +293,6 @@ def test_range_and_head_on_a_cached_file(pair):
     assert hashlib.sha256(meta.body).hexdigest() == entry["core-metadata"]["sha256"]
 
 
-@NEEDS_ROUTES
 def test_cached_projects_need_the_same_credentials_as_private_ones(pair):
     _public, ours = pair(PYPI_AUTHENTICATE="update,download,list")
     auth = {"Authorization": basic("alice", PASSWORD)}
@@ -320,7 +305,6 @@ def test_cached_projects_need_the_same_credentials_as_private_ones(pair):
     assert ours.get(path, headers=auth).status == 200
 
 
-@NEEDS_ROUTES
 def test_two_servers_on_one_volume_fetch_a_file_once(server_factory, tmp_path):
     public = server_factory(PYPI_FALLBACK="off")
     public_tree(public.packages)
