@@ -123,7 +123,7 @@ class PackageIndex:
         self.last_changed: set[str] = set()
         self._dirs: dict[str, _Dir] = {}
         self.files: dict[str, FileEntry] = {}                   # relpath -> entry
-        self.projects: dict[str, tuple[FileEntry, ...]] = {}    # name -> listed entries
+        self.projects_by_name: dict[str, tuple[FileEntry, ...]] = {}    # name -> listed entries
         self._quick: tuple[t.Any, t.Any] | None = None
         self._next_full = 0.0
         self._verified: dict[str, float] = {}
@@ -155,7 +155,7 @@ class PackageIndex:
         self.refresh(force=True)
         # Hash and extract the metadata of what just arrived now, not in a later request.
         for name in self.last_changed:
-            self.ensure_info(self.projects.get(name, ()))
+            self.ensure_info(self.projects_by_name.get(name, ()))
 
     def _update(self) -> None:
         changed: set[str] = set()
@@ -253,13 +253,13 @@ class PackageIndex:
         for entry in self.files.values():
             if entry.project in by_project and entry.listed:
                 by_project[entry.project].append(entry)
-        projects = dict(self.projects)
+        projects = dict(self.projects_by_name)
         for name, entries in by_project.items():
             if entries:
                 projects[name] = tuple(sorted(entries, key=FileEntry.sort_key))
             else:
                 projects.pop(name, None)
-        self.projects = projects
+        self.projects_by_name = projects
         self.generation += 1
 
     def verify(self, name: str) -> None:
@@ -270,7 +270,7 @@ class PackageIndex:
             return
         self._verified[name] = now + self.recheck
         stale = set()
-        for entry in self.projects.get(name, ()):
+        for entry in self.projects_by_name.get(name, ()):
             try:
                 st = os.stat(entry.path)
             except OSError:
@@ -290,7 +290,7 @@ class PackageIndex:
     def project(self, name: str) -> tuple[FileEntry, ...] | None:
         """The listed files of a project (normalised name), with their facts, or None."""
         self.verify(name)
-        entries = self.projects.get(name)
+        entries = self.projects_by_name.get(name)
         if entries is not None:
             self.ensure_info(entries)
         return entries
@@ -298,11 +298,26 @@ class PackageIndex:
     def project_stamp(self, name: str) -> object:
         """What changes when the project's files change; None for an unknown project."""
         self.verify(name)
-        return self.projects.get(name)
+        return self.projects_by_name.get(name)
+
+    def projects(self, query: str | None = None, offset: int = 0,
+                 limit: int = 50) -> tuple[list[t.Any], int]:
+        """Projects by name (a stand-in until the SQLite index: no summaries)."""
+        from types import SimpleNamespace
+
+        names = sorted(n for n in self.projects_by_name if not query or query in n)
+        rows = []
+        for name in names[offset: offset + limit]:
+            entries = self.projects_by_name[name]
+            rows.append(SimpleNamespace(project=name, name=name, summary=None,
+                                        latest_version=entries[-1].version,
+                                        last_upload_ns=max(e.mtime_ns for e in entries),
+                                        files=len(entries)))
+        return rows, len(names)
 
     def project_names(self) -> list[str]:
         """Every project's normalised name."""
-        return list(self.projects)
+        return list(self.projects_by_name)
 
     def stats(self) -> tuple[int, int]:
         """Stored files (signatures left out) and their bytes."""

@@ -21,6 +21,8 @@ if t.TYPE_CHECKING:
 #: Files listed per page of /packages/: one page, as pypiserver's, up to this many.
 FILES_PER_PAGE = 20_000
 HTML = "text/html; charset=utf-8"
+#: Projects named on the front page (the rest are a link away).
+FRONT_PROJECTS = 30
 
 
 def health(req: Request) -> Response:
@@ -81,7 +83,11 @@ class Listing:
         generation = self.index.generation
         cached = self._front.get(req.url_root)
         if cached is None or cached[0] != generation:
-            body = welcome.render(req.url_root, self.index.stats()[0])
+            first, total = self.index.projects(None, 0, FRONT_PROJECTS)
+            body = welcome.render(req.url_root, self.index.stats()[0],
+                                  [(p.name, p.latest_version or "") for p in first], total,
+                                  "download" in self.settings.authenticate,
+                                  self.settings.fallback)
             if len(self._front) > 16:
                 self._front.clear()  # one entry per address the server is reached at
             cached = (generation, body, _etag(body))
