@@ -6,6 +6,7 @@ Fixtures stay in ``conftest.py``; this module has plain functions that tests imp
 from __future__ import annotations
 
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -104,6 +105,33 @@ def connect(port: int, source: str | None = None, timeout: float = 15) -> socket
         sock.bind((source, 0))
     sock.connect(("127.0.0.1", port))
     return sock
+
+
+def open_silent(port: int, count: int, wait: float = 10) -> tuple[list[socket.socket], int]:
+    """``count`` connections that send nothing, opened without waiting on each; with how
+    many of them completed their handshake within ``wait`` seconds."""
+    socks = []
+    for _ in range(count):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        sock.connect_ex(("127.0.0.1", port))
+        socks.append(sock)
+    poller = select.poll()
+    by_fd = {s.fileno(): s for s in socks}
+    for fd in by_fd:
+        poller.register(fd, select.POLLOUT)
+    pending = set(socks)
+    deadline = time.monotonic() + wait
+    while pending and time.monotonic() < deadline:
+        for fd, _ in poller.poll(200):
+            pending.discard(by_fd[fd])
+            poller.unregister(fd)
+    connected = sum(1 for s in socks if s not in pending
+                    and s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0)
+    for sock in socks:
+        sock.setblocking(True)
+        sock.settimeout(15)
+    return socks, connected
 
 
 def parse_reply(raw: bytes) -> Reply:
