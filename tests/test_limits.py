@@ -310,7 +310,7 @@ def test_stalled_or_trickling_body_gets_408_and_frees_what_it_held(server_factor
         deadline = time.monotonic() + 3
         while True:
             files = files_held(pgid) - held_before
-            names = tree_names(spool, srv.packages) ^ names_before
+            names = tree_names(spool, srv.packages) - names_before
             if (not files and not names) or time.monotonic() > deadline:
                 return files, names
             time.sleep(0.1)
@@ -664,5 +664,5 @@ def test_distinct_unknown_names_leave_no_memory_behind(server_factory, tmp_path)
     print(f"{len(statuses)} names in {time.monotonic() - start:.0f} s: "
           f"RSS {before:.0f} -> {after:.0f} MiB")
     assert len(statuses) == 20_000, "the loop ran out of time"
-    assert set(statuses) <= {302, 303, 404}, set(statuses)
+    assert set(statuses) <= {301, 302, 303, 307, 308, 404}, set(statuses)
     assert after - before <= MEMORY_SLACK_MIB, f"+{after - before:.0f} MiB"
