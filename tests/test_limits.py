@@ -19,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from conftest import PASSWORD, Server, basic, http, make_server
+from conftest import PASSWORD, Server, add_user, basic, http, make_server
 from pkgfactory import make_wheel
 from support import (
     closed_by_peer,
@@ -288,6 +288,34 @@ def test_300_incomplete_header_sets_leave_no_memory_behind(server_factory, tmp_p
         f"{after - before:.0f} MiB more resident memory after the connections closed"
     assert not [a for a in answers if a.startswith(b"HTTP/1.1 2")]
     assert srv.get("/health").status == 200
+
+
+def test_health_is_answered_while_the_only_pool_thread_checks_passwords(server_factory):
+    """/health is answered in the event loop: with PYPI_THREADS=1 busy with three cost-14
+    password checks (about 3 s of bcrypt), it answers within 1 s.
+    On today's main: /health goes through pypiserver in the pool and waits its turn."""
+    srv = server_factory(PYPI_WORKERS="1", PYPI_THREADS="1",
+                         PYPI_AUTHENTICATE="update,download,list")
+    add_user(srv.htpasswd, "slow", "slow-Pa55", cost=14)
+    deadline = time.monotonic() + 10
+    while http("GET", srv.url + "/simple/", headers={
+            "Authorization": basic("slow", "slow-Pa55")}, timeout=30).status != 200:
+        assert time.monotonic() < deadline, "the new account was never loaded"
+        time.sleep(0.2)
+
+    def wrong(i: int) -> int:
+        return http("GET", srv.url + "/simple/", timeout=30,
+                    headers={"Authorization": basic("slow", f"wrong-{i}")}).status
+
+    with ThreadPoolExecutor(3) as pool:
+        checks = [pool.submit(wrong, i) for i in range(3)]
+        time.sleep(0.3)  # the checks have reached the pool
+        health, took = timed(lambda: srv.get("/health", timeout=1).status)
+        busy = sum(not c.done() for c in checks)
+        statuses = [c.result() for c in checks]
+    assert health == 200, f"/health {health} after {took:.1f} s"
+    assert busy >= 2, "the password checks were done before /health was asked"
+    assert statuses == [403] * 3
 
 
 # -- request bodies ----------------------------------------------------------------------------
