@@ -1,19 +1,24 @@
-"""Shared test support: upload forms, raw HTTP over sockets, and what a server process holds.
+"""Shared test support: upload forms, raw HTTP over sockets, twine, a terminal driver, the
+fake docker's log, and what a server's processes hold.
 
-Fixtures stay in ``conftest.py``; this module has plain functions that tests import.
+Fixtures stay in ``conftest.py``; this module has plain functions and classes that tests
+import (the container tests too).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import select
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 BOUNDARY = "pypibox-test-boundary"
 
@@ -47,6 +52,11 @@ def content_type(boundary: str | bytes = BOUNDARY) -> str:
     return "multipart/form-data; boundary=" + _b(boundary).decode()
 
 
+def join_form(*parts: bytes, boundary: str | bytes = BOUNDARY, close: bool = True) -> bytes:
+    """Parts made by form_field/file_field as one body, closed unless ``close`` is false."""
+    return b"".join(parts) + (form_end(boundary) if close else b"")
+
+
 def form(fields: Mapping[str, str | bytes] | Iterable[tuple[str, str | bytes]] = (),
          files: Iterable[tuple[str, str | bytes, bytes]] = (),
          boundary: str | bytes = BOUNDARY, close: bool = True) -> bytes:
@@ -55,7 +65,7 @@ def form(fields: Mapping[str, str | bytes] | Iterable[tuple[str, str | bytes]] =
     items = fields.items() if isinstance(fields, Mapping) else fields
     parts = [form_field(k, v, boundary) for k, v in items]
     parts += [file_field(filename, content, name, boundary) for name, filename, content in files]
-    return b"".join(parts) + (form_end(boundary) if close else b"")
+    return join_form(*parts, boundary=boundary, close=close)
 
 
 def upload_form(filename: str | bytes, content: bytes, action: str = "file_upload",
@@ -347,3 +357,136 @@ def settle(pgid: int, seconds: float = 1.0) -> float:
     """Let the server finish what it was doing, then its resident memory in MiB."""
     time.sleep(seconds)
     return rss_mib(pgid)
+
+
+# -- twine -------------------------------------------------------------------------------------
+def twine_upload(target: Any, files: Sequence[Path | str], user: str = "alice",
+                 password: str | None = None, *extra: str) -> subprocess.CompletedProcess:
+    """``twine upload`` of ``files`` to a server (or its URL) with these credentials."""
+    from conftest import PASSWORD, run, venv_bin
+
+    url = target if isinstance(target, str) else target.url
+    return run([venv_bin("twine"), "upload", "--non-interactive", "--disable-progress-bar",
+                "--repository-url", url + "/", "-u", user, "-p",
+                PASSWORD if password is None else password, *extra, *map(str, files)])
+
+
+# -- a terminal --------------------------------------------------------------------------------
+class Terminal:
+    """A command under a pseudo-terminal, driven like a person at the keyboard."""
+
+    def __init__(self, cmd: list[str], cwd: Path | str | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.master, slave = os.openpty()
+        self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=slave, stdout=slave,
+                                     stderr=slave, start_new_session=True, close_fds=True)
+        os.close(slave)
+        self.text = ""
+        self.pos = 0
+        self._open = True
+
+    def _read(self, timeout: float) -> bool:
+        ready, _, _ = select.select([self.master], [], [], timeout)
+        if not ready:
+            return True
+        try:
+            data = os.read(self.master, 65536)
+        except OSError:  # EIO: the other side is closed
+            return False
+        if not data:
+            return False
+        self.text += data.decode("utf-8", "replace")
+        return True
+
+    def expect(self, pattern: str, timeout: float = 120) -> re.Match[str]:
+        """Wait for ``pattern`` in the output after the previous match."""
+        deadline = time.monotonic() + timeout
+        while True:
+            match = re.compile(pattern).search(self.text, self.pos)
+            if match:
+                self.pos = match.end()
+                return match
+            left = deadline - time.monotonic()
+            if left <= 0 or not self._read(min(left, 0.5)):
+                raise AssertionError(f"no {pattern!r} in the terminal; it showed:\n{self.text}")
+
+    def write(self, text: str) -> None:
+        """Type ``text`` exactly as given."""
+        os.write(self.master, text.encode())
+
+    def send(self, line: str) -> None:
+        """Type ``line`` and Enter."""
+        self.write(line + "\r")
+
+    def wait(self, timeout: float = 120) -> int:
+        """Read until the program ends; its exit status."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self._read(0.5):
+            if self.proc.poll() is not None and not select.select([self.master], [], [], 0)[0]:
+                break
+        try:
+            return self.proc.wait(max(1.0, deadline - time.monotonic()))
+        finally:
+            self._close_master()
+
+    def _close_master(self) -> None:
+        if self._open:
+            os.close(self.master)
+            self._open = False
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._close_master()
+
+
+def run_in_pty(cmd: list[str], script: list[tuple[str, str]], env: dict[str, str] | None = None,
+               cwd: str | None = None, timeout: float = 60) -> tuple[int, str]:
+    """Run ``cmd`` on a pty; for each (prompt, reply) wait for the prompt, then type the
+    reply as given. The exit status and everything the terminal showed."""
+    term = Terminal(cmd, cwd, env)
+    deadline = time.monotonic() + timeout
+    try:
+        for prompt, reply in script:
+            term.expect(re.escape(prompt), max(0.1, deadline - time.monotonic()))
+            term.write(reply)
+        code = term.wait(max(1.0, deadline - time.monotonic()))
+    finally:
+        term.close()
+    return code, term.text
+
+
+# -- the fake docker ---------------------------------------------------------------------------
+FAKES = Path(__file__).resolve().parent / "fakes"  # holds ``docker``, the one fake engine
+
+
+class FakeDocker:
+    """What tests/fakes/docker recorded in its log (see its docstring for what it plays)."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+
+    @property
+    def calls(self) -> list[dict[str, Any]]:
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+    def argv(self, *prefix: str) -> list[list[str]]:
+        return [c["argv"] for c in self.calls if c["argv"][: len(prefix)] == list(prefix)]
+
+    @property
+    def stdin(self) -> Path:
+        """Where the last ``run -i`` call's standard input is kept."""
+        return Path(str(self.log) + ".stdin")
+
+    def clear(self) -> None:
+        self.log.unlink(missing_ok=True)
+
+    def env(self, *path_first: Path | str, **extra: str) -> dict[str, str]:
+        """clean_env() with the fake first on PATH (after ``path_first``), logging here."""
+        from conftest import clean_env
+
+        path = ":".join([*map(str, path_first), str(FAKES), os.environ["PATH"]])
+        return clean_env(PATH=path, FAKE_DOCKER_LOG=str(self.log), **extra)

@@ -10,7 +10,8 @@ import time
 
 from conftest import PASSWORD, ROOT, add_user, basic, clean_env, make_server
 from pkgfactory import make_wheel
-from test_server import post, upload_form
+from support import upload_form
+from test_server import post
 
 
 def pypibox(*args: str, stdin: str | None = None, **env: str) -> subprocess.CompletedProcess:

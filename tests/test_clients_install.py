@@ -15,8 +15,9 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-from conftest import PASSWORD, clean_env, make_server, run, venv_bin
+from conftest import PASSWORD, clean_env, make_server
 from pkgfactory import make_sdist, make_wheel
+from support import twine_upload
 
 VENV_BIN = str(Path(sys.executable).parent)
 
@@ -26,9 +27,7 @@ def out(result: subprocess.CompletedProcess) -> str:
 
 
 def upload(server, files: list[Path]) -> None:
-    result = run([venv_bin("twine"), "upload", "--non-interactive", "--disable-progress-bar",
-                  "--repository-url", server.url + "/", "-u", "alice", "-p", PASSWORD,
-                  *map(str, files)])
+    result = twine_upload(server, files)
     assert result.returncode == 0, out(result)
 
 

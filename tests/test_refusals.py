@@ -24,6 +24,7 @@ from support import (
     form,
     raw_request,
     start_with_prefix,
+    twine_upload,
     upload_form,
 )
 
@@ -166,9 +167,7 @@ def test_duplicate_upload_names_PYPI_OVERWRITE_for_raw_posts_twine_and_uv(server
     assert again.status == 409, f"{again.status} {again.reason}"
     assert "PYPI_OVERWRITE" in again.reason, again.reason
     assert_plain_line(again)
-    twine = run([venv_bin("twine"), "upload", "--non-interactive", "--disable-progress-bar",
-                 "--repository-url", server.url + "/", "-u", "alice", "-p", PASSWORD,
-                 str(wheel)])
+    twine = twine_upload(server, [wheel])
     shown = twine.stdout + twine.stderr
     assert twine.returncode != 0 and "400" in shown and "PYPI_OVERWRITE" in shown, shown
     uv = run([venv_bin("uv"), "publish", "--publish-url", server.url + "/", "--username",
