@@ -286,14 +286,9 @@ def cpu_seconds(pgid: int) -> float:
     return total / ticks
 
 
-def thread_count(pgid: int) -> int:
-    """Threads of all processes of the group."""
-    return sum(_status_value(pid, "Threads") for pid in group_pids(pgid))
-
-
 def fd_targets(pid: int) -> list[str]:
     """What each open descriptor of ``pid`` points at (``socket:[...]``, a path, ...)."""
-    out = []
+    out: list[str] = []
     base = f"/proc/{pid}/fd"
     try:
         names = os.listdir(base)
@@ -330,7 +325,7 @@ def nofile_limits(pid: int) -> tuple[int, int]:
 
 def tree_names(*roots: Path) -> set[str]:
     """Every file and directory under ``roots``, as paths."""
-    out = set()
+    out: set[str] = set()
     for root in roots:
         for dirpath, dirnames, filenames in os.walk(root):
             out.update(os.path.join(dirpath, n) for n in dirnames + filenames)
