@@ -49,7 +49,7 @@ def test_failed_checks_are_limited_per_client_address(server_factory):
     """30 wrong passwords from 127.0.0.2, each for another name: at most the burst of 10
     plus 2 per second are checked (403), the rest get 429 with Retry-After; a user at
     127.0.0.3 logs in meanwhile, and after Retry-After the address is checked again.
-    On today's main: no limit; all 30 are checked and answered 403."""
+    Before the rewrite (e60c6b4): no limit; all 30 are checked and answered 403."""
     srv = server_factory(PYPI_WORKERS="1", PYPI_AUTHENTICATE=CLOSED, PYPI_AUTH_RATE="2")
     start = time.monotonic()
     replies = [login(srv, f"ghost-{i}", "wrong", source="127.0.0.2") for i in range(30)]
@@ -70,7 +70,7 @@ def test_failed_checks_are_limited_per_user_name_alike_for_known_and_unknown(ser
     """20 wrong passwords for alice (known) and 20 for ghost (unknown), each from its own
     address: both names get 429 after the burst, with the same number of checks (so the
     answers do not tell which name exists); bob, another name, still logs in.
-    On today's main: no limit; all 40 are checked (403)."""
+    Before the rewrite (e60c6b4): no limit; all 40 are checked (403)."""
     srv = server_factory({"alice": PASSWORD, "bob": "bob-Pa55"}, PYPI_WORKERS="1",
                          PYPI_AUTHENTICATE=CLOSED, PYPI_AUTH_RATE="2")
     counts = {}
@@ -132,7 +132,8 @@ def test_a_wrong_password_flood_holds_up_no_first_login_upload_or_health(server_
     127.0.0.2 sending wrong passwords for unknown names (each a cost-12 check) for 8 s;
     from 127.0.0.3, 3 s in, a first login (cost 12), an upload by another first-time user
     and /health each answer within 3 s, and the attacker has been refused (429).
-    On today's main: every check runs bcrypt; the pool is full of them and the others wait."""
+    Before the rewrite (e60c6b4): every check runs bcrypt; the pool is full of them and the
+    others wait."""
     srv = server_factory({"probe": PASSWORD}, PYPI_AUTHENTICATE=CLOSED)
     for user in ("bob", "carol"):
         add_user(srv.htpasswd, user, PASSWORD, cost=12)
@@ -177,7 +178,7 @@ def test_concurrent_checks_of_the_same_new_credentials_run_bcrypt_once(server_fa
     """Row: 16 requests at once with the same correct, not yet cached credentials (cost 12):
     all answered after about 2 s, each paying its own check. Here the server's CPU time for
     16 such requests (one worker) is at most 3 times that of a single first login.
-    On today's main: about 16 times."""
+    Before the rewrite (e60c6b4): about 16 times."""
     srv = server_factory({"probe": PASSWORD}, PYPI_WORKERS="1", PYPI_AUTHENTICATE=CLOSED)
     for user in ("carol", "dave"):
         add_user(srv.htpasswd, user, PASSWORD, cost=12)
@@ -215,7 +216,7 @@ def test_concurrent_checks_of_the_same_new_credentials_run_bcrypt_once(server_fa
 def test_a_user_name_without_a_password_gets_401_with_the_challenge(server_factory, tmp_path):
     """An empty or missing password is a request for credentials, not a wrong one: 401 with
     WWW-Authenticate, for a page and for an upload; a wrong password stays 403.
-    On today's main: 403 (pip then never asks its keyring)."""
+    Before the rewrite (e60c6b4): 403 (pip then never asks its keyring)."""
     srv = server_factory(PYPI_AUTHENTICATE=CLOSED, PYPI_FALLBACK="off")
     wheel = make_wheel(tmp_path / "d", "no-password", "1.0")
     body, ct = upload_form(wheel.name, wheel.read_bytes())
@@ -239,7 +240,7 @@ def test_a_user_name_without_a_password_gets_401_with_the_challenge(server_facto
     assert not (srv.packages / wheel.name).exists()
 
 
-KEYRING_BACKEND = '''"""A keyring backend for tests: one account; every lookup is written to $KEYRING_LOG."""
+KEYRING_BACKEND = '''"""A keyring backend for tests: one account; lookups go to $KEYRING_LOG."""
 
 import os
 
@@ -271,7 +272,7 @@ def test_pip_with_a_user_name_in_the_url_gets_the_password_from_its_keyring(serv
     sends an empty password, gets 403 and never asks the keyring. Real pip, with
     ``--keyring-provider import`` and a keyring backend module on PYTHONPATH, downloads
     from a closed index with only ``alice@`` in the URL.
-    On today's main: pip gets 403 and fails; the keyring is never asked."""
+    Before the rewrite (e60c6b4): pip gets 403 and fails; the keyring is never asked."""
     srv = server_factory(PYPI_AUTHENTICATE=CLOSED, PYPI_FALLBACK="off")
     wheel = make_wheel(srv.packages, "keyring-pkg", "1.0")
     backend = tmp_path / "backend"

@@ -146,7 +146,8 @@ def test_heads_not_complete_in_time_get_408_and_silent_connections_are_closed(se
     """Row: 2,000 idle connections for 85 s and 1,000 trickling header bytes for 40 s: the
     server closed none. Here 100 silent and 100 trickling connections, PYPI_HEADER_TIMEOUT=2:
     every one is closed within 10 s, the trickling ones with a 408.
-    On today's main: none is closed in the 12 s the test waits (there is no header timeout)."""
+    Before the rewrite (e60c6b4): none is closed in the 12 s the test waits (no header
+    timeout)."""
     srv = server_factory(PYPI_HEADER_TIMEOUT="2", PYPI_WORKERS="1")
     silent, connected = open_silent(srv.port, 100)
     trickling = [connect(srv.port) for _ in range(100)]
@@ -200,8 +201,8 @@ def test_heads_not_complete_in_time_get_408_and_silent_connections_are_closed(se
 def test_idle_keepalive_connection_is_closed_after_the_keepalive_timeout(server_factory):
     """PYPI_KEEPALIVE_TIMEOUT=1 closes an idle connection within 4 s; with 30 it stays
     open after 8 s and serves the next request.
-    On today's main: the setting does not exist; gunicorn's fixed 5 s keep-alive leaves the
-    first open past 4 s (and would close the second after 5 s)."""
+    Before the rewrite (e60c6b4): the setting does not exist; gunicorn's fixed 5 s
+    keep-alive leaves the first open past 4 s (and would close the second after 5 s)."""
     short = server_factory(PYPI_KEEPALIVE_TIMEOUT="1")
     long = server_factory(PYPI_KEEPALIVE_TIMEOUT="30")
     socks = {}
@@ -226,7 +227,7 @@ def test_idle_keepalive_connection_is_closed_after_the_keepalive_timeout(server_
 def test_request_head_over_32_kib_gets_431_and_the_connection_is_closed(server):
     """Request line and headers above 32 KiB: 431, connection closed; just under: served.
     (A single header line may have a smaller limit of its own, as in nginx; not tested.)
-    On today's main: gunicorn lets nine 4 KB headers (36 KB) through with a 200, and
+    Before the rewrite (e60c6b4): gunicorn lets nine 4 KB headers (36 KB) through with a 200, and
     answers 400 to one 33 KB header."""
     cases = {
         "nine 4 KB headers": ({f"X-Pad-{i}": "a" * 4000 for i in range(9)}, 431),
@@ -252,7 +253,7 @@ def test_300_incomplete_header_sets_leave_no_memory_behind(server_factory, tmp_p
     """Row: 300 connections, each holding 99 incomplete header lines of 8,000 bytes: +247 MiB,
     still held after they closed. Resident memory of the server's processes after they
     closed must be within 20 MiB of before, and none of them got a 2xx.
-    On today's main: the memory stays (+247 MiB in the issue's run)."""
+    Before the rewrite (e60c6b4): the memory stays (+247 MiB in the issue's run)."""
     srv = server_factory()
     warm_up(srv, tmp_path)
     pgid = srv.proc.pid
@@ -293,7 +294,7 @@ def test_300_incomplete_header_sets_leave_no_memory_behind(server_factory, tmp_p
 def test_health_is_answered_while_the_only_pool_thread_checks_passwords(server_factory):
     """/health is answered in the event loop: with PYPI_THREADS=1 busy with three cost-14
     password checks (about 3 s of bcrypt), it answers within 1 s.
-    On today's main: /health goes through pypiserver in the pool and waits its turn."""
+    Before the rewrite (e60c6b4): /health goes through pypiserver in the pool and waits its turn."""
     srv = server_factory(PYPI_WORKERS="1", PYPI_THREADS="1",
                          PYPI_AUTHENTICATE="update,download,list")
     add_user(srv.htpasswd, "slow", "slow-Pa55", cost=14)
@@ -322,7 +323,7 @@ def test_health_is_answered_while_the_only_pool_thread_checks_passwords(server_f
 def test_stalled_or_trickling_body_gets_408_and_frees_what_it_held(server_factory, tmp_path):
     """A body that stops, or brings less than 16 KiB per PYPI_BODY_TIMEOUT=2 window, gets a
     408 within 10 s; its temporary file and descriptors are gone; a normal upload works.
-    On today's main: no answer within 10 s (a stalled body holds its thread 120 s)."""
+    Before the rewrite (e60c6b4): no answer within 10 s (a stalled body holds its thread 120 s)."""
     spool = tmp_path / "spool"
     spool.mkdir()
     srv = server_factory(PYPI_BODY_TIMEOUT="2", PYPI_WORKERS="1", TMPDIR=str(spool))
@@ -386,7 +387,7 @@ def test_24_slow_bodies_hold_up_no_login_upload_or_health(server_factory, tmp_pa
     /health time out. With 24 bodies trickling in (PYPI_MAX_UPLOADS=32 so that all are
     admitted, PYPI_THREADS=8, one worker) a first login, an upload and /health each answer
     within 2 s: bodies are received by the event loop and hold no thread.
-    On today's main: the 24 bodies hold all 8 threads; the first login times out."""
+    Before the rewrite (e60c6b4): the 24 bodies hold all 8 threads; the first login times out."""
     srv = server_factory({"alice": PASSWORD, "bob": "bob-Pa55"}, PYPI_WORKERS="1",
                          PYPI_THREADS="8", PYPI_MAX_UPLOADS="32", PYPI_BODY_TIMEOUT="120",
                          PYPI_AUTHENTICATE="update,download,list")
@@ -411,7 +412,7 @@ def test_24_slow_bodies_hold_up_no_login_upload_or_health(server_factory, tmp_pa
 def test_uploads_beyond_the_cap_get_503_with_retry_after(server_factory, tmp_path):
     """PYPI_MAX_UPLOADS=3: with 3 bodies being received, a 4th upload gets 503 with a
     Retry-After and a one-line reason; once they are gone an upload is stored again.
-    On today's main: there is no cap; the 4th upload is stored (200)."""
+    Before the rewrite (e60c6b4): there is no cap; the 4th upload is stored (200)."""
     srv = server_factory(PYPI_WORKERS="1", PYPI_MAX_UPLOADS="3", PYPI_BODY_TIMEOUT="60")
     head = upload_head(1 << 20, content_type())
     first = form({":action": "file_upload"}, close=False)
@@ -444,7 +445,8 @@ def test_40_slow_anonymous_rpc2_bodies_hold_up_nothing(server_factory, tmp_path)
     """Row: 40 anonymous slow POST /RPC2 (default config) stalled /health and uploads. Each
     is refused (4xx) within 5 s without the body being read, and meanwhile /health, an
     upload and /simple/ each answer within 2 s.
-    On today's main: the bodies are read by bottle in the thread pool; everything stalls."""
+    Before the rewrite (e60c6b4): the bodies are read by bottle in the thread pool;
+    everything stalls."""
     srv = server_factory()
     head = raw_request("POST", "/RPC2", {"Content-Type": "text/xml"}, length=1 << 20)
     slow = SlowBodies(srv.port, 40, head, b'<?xml version="1.0"?><methodCall><methodName>')
@@ -468,7 +470,7 @@ def test_10_mib_rpc2_bodies_leave_no_memory_behind(server_factory, tmp_path):
     """Row: anonymous POST /RPC2 with 1 MiB and 3.8 MiB bodies: +60 and +180 MiB that stay;
     three parallel 11 MiB bodies: 343 to 2,266 MiB. Three parallel 10 MiB XML-RPC bodies:
     resident memory after within 20 MiB of before; each is refused (4xx) or cut off.
-    On today's main: pypiserver parses each body (hundreds of MiB that stay)."""
+    Before the rewrite (e60c6b4): pypiserver parses each body (hundreds of MiB that stay)."""
     srv = server_factory()
     warm_up(srv, tmp_path)
     pgid = srv.proc.pid
@@ -500,7 +502,7 @@ def test_connection_cap_holds_and_is_logged_once(server_factory):
     """PYPI_MAX_CONNECTIONS=50, one worker: 150 silent connections leave it holding at most
     50 (plus its own few sockets), /health is answered within 5 s, and the log names the
     cap once, not per accept, through a second burst of 150.
-    On today's main: no cap; the worker accepts all 150."""
+    Before the rewrite (e60c6b4): no cap; the worker accepts all 150."""
     srv = server_factory(PYPI_MAX_CONNECTIONS="50", PYPI_WORKERS="1", PYPI_HEADER_TIMEOUT="60")
     pgid = srv.proc.pid
     mark = log_size(srv)
@@ -529,7 +531,7 @@ def test_at_the_descriptor_limit_idle_connections_make_room(tmp_path):
     accept() tracebacks in 15 s. Here RLIMIT_NOFILE 256 (soft and hard), the default
     PYPI_MAX_CONNECTIONS=1000 and 500 silent connections: /health answers within 5 s and the
     log grows by less than 20 KB with no traceback.
-    On today's main: accept() fails with EMFILE and logs a traceback each time."""
+    Before the rewrite (e60c6b4): accept() fails with EMFILE and logs a traceback each time."""
     srv = make_server(tmp_path, None, PYPI_WORKERS="1")
     start_with_prefix(srv, ["prlimit", "--nofile=256:256", "--"])
     socks: list[socket.socket] = []
@@ -554,7 +556,7 @@ def test_at_the_descriptor_limit_idle_connections_make_room(tmp_path):
 def test_the_soft_descriptor_limit_is_raised_to_the_hard_limit(tmp_path):
     """Started with RLIMIT_NOFILE 256 soft and 4096 hard, the server's processes run with
     4096 as the soft limit.
-    On today's main: they keep 256."""
+    Before the rewrite (e60c6b4): they keep 256."""
     srv = make_server(tmp_path, None, PYPI_WORKERS="2")
     start_with_prefix(srv, ["prlimit", "--nofile=256:4096", "--"])
     try:
@@ -571,8 +573,8 @@ def test_1100_file_parts_are_refused_naming_the_limit_and_hold_up_nothing(tmp_pa
     files"), 8 of 1,698 concurrent requests failed. Four such uploads at once (RLIMIT_NOFILE
     1024, one worker) get a 400 in one plain line naming the limit they hit (parts, or one
     file per request), while 40 page requests all get 200 and nothing is stored.
-    On today's main: bottle's form parser opens a temporary file per part and fails with
-    "the form data could not be parsed (OSError)"."""
+    Before the rewrite (e60c6b4): bottle's form parser opens a temporary file per part and
+    fails with "the form data could not be parsed (OSError)"."""
     srv = make_server(tmp_path, None, PYPI_WORKERS="1")
     start_with_prefix(srv, ["prlimit", "--nofile=1024:1024", "--"])
     try:
@@ -642,7 +644,7 @@ def test_tar_gz_with_300000_members_is_refused_quickly_with_little_memory(server
     """Row: a 1.8 MiB tar.gz with 300,000 members: 7 s of CPU and +127 MiB before it is
     refused. It is refused (400) within 5 s, using at most 3 s of the server's CPU and
     20 MiB of resident memory.
-    On today's main: validation walks every member (seconds of CPU, +100 MiB)."""
+    Before the rewrite (e60c6b4): validation walks every member (seconds of CPU, +100 MiB)."""
     srv = server_factory(PYPI_WORKERS="1")
     warm_up(srv, tmp_path)
     data = many_members_sdist(300_000)
@@ -669,7 +671,7 @@ def test_distinct_unknown_names_leave_no_memory_behind(server_factory, tmp_path)
     """Row: 400,000 distinct unknown names at /simple/<name>/: +48 MiB, never freed. Here
     20,000 distinct unknown names of 2,000 characters each (the per-name cost is what
     counts): resident memory afterwards within 20 MiB of before.
-    On today's main: every name stays in the index's per-project check times."""
+    Before the rewrite (e60c6b4): every name stays in the index's per-project check times."""
     srv = server_factory(PYPI_WORKERS="1")
     warm_up(srv, tmp_path)
     pgid = srv.proc.pid

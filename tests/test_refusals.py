@@ -120,8 +120,9 @@ CASES: dict[str, tuple[Callable[[Server], bytes], tuple[int, ...]]] = {
 def test_every_refusal_is_one_plain_line_with_the_reason_of_the_status_line(target, case):
     """Row: the 403 body read ``None``, the 409 body was pypiserver's HTML. Every 4xx is
     text/plain, one line, the same text as the reason phrase.
-    On today's main: most refusals are bottle's HTML pages or a body other than the reason
-    (404 "Not Found" with "Not Found (x does not exist)"), and several statuses differ."""
+    Before the rewrite (e60c6b4): most refusals are bottle's HTML pages or a body other than
+    the reason (404 "Not Found" with "Not Found (x does not exist)"), and several statuses
+    differ."""
     build, statuses = CASES[case]
     reply = exchange(target.port, build(target))
     assert reply.status in statuses, f"{reply.status} {reply.reason}: {reply.body[:200]!r}"
@@ -130,7 +131,7 @@ def test_every_refusal_is_one_plain_line_with_the_reason_of_the_status_line(targ
 
 def test_multipart_limits_are_named_in_the_reason(target):
     """More than 16 parts, or a field over 64 KiB: the 400's reason names the limit.
-    On today's main: bottle's parser takes both (400 for another reason, or 200)."""
+    Before the rewrite (e60c6b4): bottle's parser takes both (400 for another reason, or 200)."""
     parts = exchange(target.port, CASES["17-parts"][0](target))
     assert parts.status == 400 and "16" in parts.reason, f"{parts.status} {parts.reason}"
     field = exchange(target.port, CASES["field-over-64-kib"][0](target))
@@ -141,7 +142,7 @@ def test_multipart_limits_are_named_in_the_reason(target):
 def test_wrong_password_403_is_one_line_naming_no_user(server_factory, tmp_path):
     """Row: the 403 body read ``None``. For an upload and for a protected page the 403 is one
     plain line, and names neither the user tried nor any other.
-    On today's main: the upload's 403 body is bottle's HTML page."""
+    Before the rewrite (e60c6b4): the upload's 403 body is bottle's HTML page."""
     srv = server_factory(PYPI_AUTHENTICATE="update,download,list")
     wheel = make_wheel(tmp_path / "d", "forbidden-pkg", "1.0")
     body, ct = upload_form(wheel.name, wheel.read_bytes())
@@ -159,8 +160,8 @@ def test_duplicate_upload_names_PYPI_OVERWRITE_for_raw_posts_twine_and_uv(server
     """Row: the 409 body was pypiserver's HTML saying "start server with --overwrite". A
     duplicate is 409 (twine: 400) whose reason names PYPI_OVERWRITE, in one plain line;
     twine and uv show it.
-    On today's main: the reason says "uploads never overwrite; publish a new version" and
-    never names the setting."""
+    Before the rewrite (e60c6b4): the reason says "uploads never overwrite; publish a new
+    version" and never names the setting."""
     wheel = make_wheel(tmp_path / "d", "dup-pkg", "1.0")
     body, ct = upload_form(wheel.name, wheel.read_bytes())
     assert exchange(server.port, post(body, ct)).status == 200
@@ -184,7 +185,7 @@ def test_rpc2_is_refused_saying_what_to_use_without_reading_the_body(server):
     """XML-RPC search (off on PyPI since 2020) is refused (410, or 400 as test_hostile
     expects) with a one-line reason that points at the simple index; a request announcing
     a 10 MiB body gets it at once, before sending any of it.
-    On today's main: pypiserver answers XML-RPC, and waits for the announced body."""
+    Before the rewrite (e60c6b4): pypiserver answers XML-RPC, and waits for the announced body."""
     small = exchange(server.port, raw_request("POST", "/RPC2", {"Content-Type": "text/xml"},
                                               b'<?xml version="1.0"?><methodCall><methodName>'
                                               b"search</methodName></methodCall>"))
@@ -212,7 +213,7 @@ def directives(value: str | None) -> set[str]:
 def test_files_are_immutable_and_index_pages_are_revalidated(server_factory):
     """Files: ``public, max-age=31536000, immutable`` (a file here is never replaced), also
     their .metadata; index pages: ``no-cache`` with their ETag, so a new upload shows at once.
-    On today's main: no Cache-Control at all."""
+    Before the rewrite (e60c6b4): no Cache-Control at all."""
     srv = server_factory()
     wheel = make_wheel(srv.packages, "cached-pkg", "1.0")
     sdist = make_sdist(srv.packages, "cached-pkg", "1.0")
@@ -235,7 +236,7 @@ def test_files_are_immutable_and_index_pages_are_revalidated(server_factory):
 
 def test_files_that_need_a_password_are_private(server_factory):
     """With downloads behind a password, shared caches must not keep files: ``private``.
-    On today's main: no Cache-Control at all."""
+    Before the rewrite (e60c6b4): no Cache-Control at all."""
     srv = server_factory(PYPI_AUTHENTICATE="update,download")
     wheel = make_wheel(srv.packages, "private-pkg", "1.0")
     resp = srv.get(f"/packages/{wheel.name}", headers={"Authorization": AUTH})
@@ -255,7 +256,7 @@ def test_remove_pkg_on_a_read_only_packages_directory_is_503(tmp_path):
     root, so permission bits would not stop it): remove_pkg gets 503 with one plain line,
     the file stays and is served, an upload gets 503 too, and nothing is logged as a
     traceback.
-    On today's main: 500, and a traceback in the log."""
+    Before the rewrite (e60c6b4): 500, and a traceback in the log."""
     srv = make_server(tmp_path, None)
     kept = make_wheel(srv.packages, "keptpkg", "1.0")
     script = 'mount --bind "$PYPI_PACKAGES_DIR" "$PYPI_PACKAGES_DIR" && exec "$@"'
@@ -304,7 +305,7 @@ def test_remove_pkg_on_a_full_packages_directory_is_consistent(tmp_path):
     507: either the removal is done (200; a removal needs no space) and the file is gone
     from the disk, the listing and /packages/, or it is refused with 507 in one plain line
     and the file stays listed and served. Never a 500, a traceback or a half state.
-    (A guard for the rewrite: today's main removes the file and answers 200.)"""
+    (A guard for the rewrite: e60c6b4 removes the file and answers 200.)"""
     srv = make_server(tmp_path, None)
     mount = 'mount -t tmpfs -o size=4m pypibox-full "$PYPI_PACKAGES_DIR" && exec "$@"'
     start_with_prefix(srv, ["unshare", "--mount", "--propagation", "private", "sh", "-c",
