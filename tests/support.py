@@ -28,23 +28,28 @@ def _b(value: str | bytes) -> bytes:
     return value if isinstance(value, bytes) else value.encode()
 
 
-def form_field(name: str | bytes, value: str | bytes, boundary: str | bytes = BOUNDARY) -> bytes:
-    """One non-file part of a multipart/form-data body."""
-    return (b"--" + _b(boundary) + b'\r\nContent-Disposition: form-data; name="' + _b(name)
-            + b'"\r\n\r\n' + _b(value) + b"\r\n")
+def form_field(name: str | bytes, value: str | bytes, boundary: str | bytes = BOUNDARY,
+               eol: bytes = b"\r\n") -> bytes:
+    """One non-file part of a multipart/form-data body (``eol``: LF as distutils sends)."""
+    return (b"--" + _b(boundary) + eol + b'Content-Disposition: form-data; name="' + _b(name)
+            + b'"' + eol + eol + _b(value) + eol)
 
 
 def file_field(filename: str | bytes, content: bytes, name: str | bytes = "content",
-               boundary: str | bytes = BOUNDARY) -> bytes:
-    """One file part of a multipart/form-data body."""
-    return (b"--" + _b(boundary) + b'\r\nContent-Disposition: form-data; name="' + _b(name)
-            + b'"; filename="' + _b(filename)
-            + b'"\r\nContent-Type: application/octet-stream\r\n\r\n' + content + b"\r\n")
+               boundary: str | bytes = BOUNDARY, eol: bytes = b"\r\n",
+               ctype: str | None = "application/octet-stream") -> bytes:
+    """One file part of a multipart/form-data body; without a Content-Type if ``ctype`` is
+    None (as distutils' upload sends it)."""
+    head = (b"--" + _b(boundary) + eol + b'Content-Disposition: form-data; name="' + _b(name)
+            + b'"; filename="' + _b(filename) + b'"' + eol)
+    if ctype is not None:
+        head += b"Content-Type: " + ctype.encode() + eol
+    return head + eol + content + eol
 
 
-def form_end(boundary: str | bytes = BOUNDARY) -> bytes:
+def form_end(boundary: str | bytes = BOUNDARY, eol: bytes = b"\r\n") -> bytes:
     """The closing boundary of a multipart/form-data body."""
-    return b"--" + _b(boundary) + b"--\r\n"
+    return b"--" + _b(boundary) + b"--" + eol
 
 
 def content_type(boundary: str | bytes = BOUNDARY) -> str:
