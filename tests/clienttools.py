@@ -18,9 +18,10 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from conftest import PASSWORD, Server, make_server, run, venv_bin
+from conftest import PASSWORD, Server, make_server
 from pkgfactory import make_wheel
 from repack import repack_all
+from support import twine_upload
 
 VENV_BIN = str(Path(sys.executable).parent)  # poetry, pdm, pipenv, flit, twine, uv, hatch
 
@@ -116,9 +117,7 @@ def out(result: subprocess.CompletedProcess) -> str:
 
 
 def upload(server: Server, files: list[Path]) -> None:
-    result = run([venv_bin("twine"), "upload", "--non-interactive", "--disable-progress-bar",
-                  "--repository-url", server.url + "/", "-u", "alice", "-p", PASSWORD,
-                  *map(str, files)])
+    result = twine_upload(server, files)
     assert result.returncode == 0, out(result)
 
 

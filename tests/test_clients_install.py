@@ -15,20 +15,15 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+from clienttools import upload
 from conftest import PASSWORD, clean_env, make_server
 from pkgfactory import make_sdist, make_wheel
-from support import twine_upload
 
 VENV_BIN = str(Path(sys.executable).parent)
 
 
 def out(result: subprocess.CompletedProcess) -> str:
     return result.stdout + result.stderr
-
-
-def upload(server, files: list[Path]) -> None:
-    result = twine_upload(server, files)
-    assert result.returncode == 0, out(result)
 
 
 def packages(dest: Path) -> list[Path]:

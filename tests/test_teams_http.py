@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from conftest import PASSWORD, ROOT, basic, clean_env, http, venv_bin
 from pkgfactory import make_sdist, make_wheel
+from support import form as multipart
 
 VENV_BIN = str(Path(sys.executable).parent)
 BOB_PW, ROOT_PW = "b0b-Pa55-word", "r00t-Pa55-word"
@@ -58,13 +59,9 @@ class Team:
 
     def form(self, who: str, secret: str | None = None, **fields: str):
         """POST / with a form action, as ``who`` (``__token__`` with ``secret``)."""
-        body = "".join(f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n'
-                       f"{v}\r\n" for k, v in {":action": fields.pop("action"),
-                                               **fields}.items())
-        body += f"--{BOUNDARY}--\r\n"
+        body = multipart({":action": fields.pop("action"), **fields}, boundary=BOUNDARY)
         password = secret if secret is not None else USERS[who]
-        return http("POST", self.url + "/", body.encode(),
-                    {**CT, "Authorization": basic(who, password)})
+        return http("POST", self.url + "/", body, {**CT, "Authorization": basic(who, password)})
 
     def page(self, project: str, auth: tuple[str, str] | None = None) -> dict:
         headers = dict(JSON_ACCEPT)
