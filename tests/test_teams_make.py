@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, add_user
 from pkgfactory import make_sdist, make_wheel
+from support import FakeDocker
 from test_backup_make import calls as backup_calls
 from test_backup_make import engine  # noqa: F401 (a fixture)
 from test_backup_make import make as backup_make
-from test_makefiles import Docker, copy_build_files, make, opt
+from test_makefiles import copy_build_files, make, opt
 
 from pypibox import roles, tokens
 from pypibox.ledger import Event, Ledger
@@ -43,7 +44,7 @@ def site(tmp_path):
     add_user(accounts / "htpasswd", "alice", "pw")
     add_user(repo / "auth" / "htpasswd", "alice", "pw")
     add_user(repo / "auth" / "htpasswd", "bob", "pw")
-    docker = Docker(tmp_path / "docker-calls.jsonl")
+    docker = FakeDocker(tmp_path / "docker-calls.jsonl")
     env = {"FAKE_DOCKER_VOLUMES": json.dumps({"pypi": str(packages), "pypi-auth": str(accounts)}),
            "FAKE_DOCKER_PYTHON": sys.executable, "FAKE_DOCKER_PYTHONPATH": str(ROOT)}
     return repo, packages, accounts, docker, env
