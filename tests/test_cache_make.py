@@ -1,7 +1,7 @@
 """`make cache-stats|cache-prune|cache-forget` and `make backup CACHE=...` run for real
-against a stand-in for docker that plays the engine on a directory: ``exec`` and ``run`` of
-the server image run the real ``python -m pypibox cache ...`` on it, and the backup's
-``tar`` runs the real tar with the arguments the Makefile gave."""
+against the docker stand-in (tests/fakes/docker) playing the engine on a directory: ``exec``
+and ``run`` of the server image run the real ``python -m pypibox cache ...`` on it, and the
+backup's ``tar`` runs the real tar with the arguments the Makefile gave."""
 
 from __future__ import annotations
 
@@ -12,56 +12,14 @@ import sys
 import tarfile
 
 import pytest
-from conftest import ROOT, clean_env
-
-STUB = r'''#!/usr/bin/env python3
-import json, os, subprocess, sys
-args = sys.argv[1:]
-with open(os.environ["DOCKER_LOG"], "a") as log:
-    log.write(json.dumps(args) + "\n")
-volume = os.environ["FAKE_VOLUME"]
-env = dict(os.environ, PYPI_PACKAGES_DIR=volume, PYTHONPATH=os.environ["FAKE_ROOT"])
-if args[:2] == ["volume", "inspect"]:
-    sys.exit(0 if os.path.isdir(volume) else 1)
-if args[:1] == ["ps"]:
-    print(os.environ.get("FAKE_RUNNING", ""))
-    sys.exit(0)
-if args[:1] == ["inspect"]:   # in-container.sh: is the server's container running?
-    if not os.environ.get("FAKE_RUNNING"):
-        sys.exit(1)
-    print("true")
-    sys.exit(0)
-if args[:1] == ["exec"]:
-    assert args[2:5] == ["python", "-m", "pypibox"], args
-    sys.exit(subprocess.call([sys.executable, "-m", "pypibox", *args[5:]], env=env))
-if args[:1] == ["run"]:
-    image = args.index(os.environ["FAKE_IMAGE"])
-    opts, rest = args[:image], args[image + 1:]
-    for i, a in enumerate(opts):
-        if a == "-e":
-            k, _, v = opts[i + 1].partition("=")
-            env[k] = v
-    entry = opts[opts.index("--entrypoint") + 1] if "--entrypoint" in opts else None
-    if entry == "tar":
-        rest = [volume if a == "/data/packages" else a for a in rest]
-        sys.stdout.flush()
-        sys.exit(subprocess.call(["tar", *rest]))
-    if entry == "python":
-        sys.exit(subprocess.call([sys.executable, *rest], env=env))
-    sys.exit(subprocess.call([sys.executable, "-m", "pypibox", *rest], env=env))
-sys.stderr.write("fake engine: unexpected call %r\n" % (args,))
-sys.exit(99)
-'''
+from conftest import ROOT
+from support import FakeDocker
 
 IMAGE = "example/pypibox-server:test"
 
 
 @pytest.fixture
 def engine(tmp_path):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "docker").write_text(STUB.replace("/usr/bin/env python3", sys.executable))
-    (bin_dir / "docker").chmod(0o755)
     volume = tmp_path / "volume"
     (volume / ".pypibox" / "cache" / "files" / "demo").mkdir(parents=True)
     (volume / ".pypibox" / "cache" / "pages").mkdir(parents=True)
@@ -72,8 +30,8 @@ def engine(tmp_path):
     (volume / ".pypibox" / "cache" / "pages" / "demo.json").write_text(
         json.dumps({"v": 1, "name": "demo", "fetched": 0, "files": []}))
     log = tmp_path / "docker.log"
-    env = clean_env(PATH=f"{bin_dir}:{os.environ['PATH']}", DOCKER_LOG=str(log),
-                    FAKE_VOLUME=str(volume), FAKE_ROOT=str(ROOT), FAKE_IMAGE=IMAGE)
+    env = FakeDocker(log).env(FAKE_VOLUME=str(volume), FAKE_ROOT=str(ROOT),
+                              FAKE_DOCKER_PYTHON=sys.executable)
     env.pop("MAKEFLAGS", None)
     return {"env": env, "log": log, "volume": volume, "tmp": tmp_path}
 
@@ -86,7 +44,7 @@ def make(engine, *targets: str, **extra: str) -> subprocess.CompletedProcess:
 
 
 def calls(engine) -> list[list[str]]:
-    return [json.loads(line) for line in engine["log"].read_text().splitlines()]
+    return FakeDocker(engine["log"]).argv()
 
 
 def test_cache_stats_runs_in_the_running_container(engine):
@@ -134,11 +92,11 @@ def test_backup_leaves_the_cache_out_unless_asked(engine, cache):
 
 
 def test_make_accounts_installs_the_exemption_and_netrc_files_beside_htpasswd(tmp_path):
-    from test_makefiles import Docker, copy_build_files, with_user
+    from test_makefiles import copy_build_files, with_user
     from test_makefiles import make as make_in
 
     repo = copy_build_files(tmp_path / "repo")
-    docker = Docker(tmp_path / "docker-calls.jsonl")
+    docker = FakeDocker(tmp_path / "docker-calls.jsonl")
     with_user(repo)
     result = make_in(repo, docker, "install", directory="auth")
     assert result.returncode == 0, result.stderr
