@@ -40,7 +40,8 @@ footer { color: #6b7385; font-size: .85rem; margin-top: 2rem; }
 <body>
 <h1>Private Python package index</h1>
 <p class="count" id="count">This index holds <strong id="numpkgs">$NUMPKGS</strong> package files.
-Projects: <strong id="numprojects">$NUMPROJECTS</strong>. Browse the <a href="${URL}projects/">projects</a>, the <a href="${URL}simple/">simple index</a>
+Projects: <strong id="numprojects">$NUMPROJECTS</strong>. Browse the
+<a href="${URL}projects/">projects</a>, the <a href="${URL}simple/">simple index</a>
 or <a href="${URL}packages/">all files</a>.</p>
 <form class="search" action="${URL}projects/" method="get" role="search">
 <input type="search" name="q" placeholder="Search names and summaries" aria-label="Search">

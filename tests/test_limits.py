@@ -560,7 +560,9 @@ def test_the_soft_descriptor_limit_is_raised_to_the_hard_limit(tmp_path):
     srv = make_server(tmp_path, None, PYPI_WORKERS="2")
     start_with_prefix(srv, ["prlimit", "--nofile=256:4096", "--"])
     try:
-        pids = group_pids(srv.proc.pid)
+        deadline = time.monotonic() + 10  # /health answers as soon as one worker is up
+        while len(pids := group_pids(srv.proc.pid)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert len(pids) >= 3, pids  # the master and two workers
         limits = {pid: nofile_limits(pid) for pid in pids}
         assert all(limit == (4096, 4096) for limit in limits.values()), limits

@@ -261,7 +261,10 @@ def test_remove_pkg_on_a_read_only_packages_directory_is_503(tmp_path):
     the file stays and is served, an upload gets 503 too, and nothing is logged as a
     traceback.
     Before the rewrite (e60c6b4): 500, and a traceback in the log."""
-    srv = make_server(tmp_path, None)
+    # A file put in by hand has no owner: alice, an administrator, may remove it.
+    roles = tmp_path / "roles"
+    roles.write_text("admin alice\n")
+    srv = make_server(tmp_path, None, PYPI_ROLES=str(roles))
     kept = make_wheel(srv.packages, "keptpkg", "1.0")
     script = 'mount --bind "$PYPI_PACKAGES_DIR" "$PYPI_PACKAGES_DIR" && exec "$@"'
     start_with_prefix(srv, ["unshare", "--mount", "--propagation", "private", "sh", "-c",
