@@ -34,7 +34,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         entries = preflight.run(settings)
     except preflight.PreflightError as exc:
         return _fail(str(exc), exc.code)
-    logging.getLogger("pypibox").info("%d accounts in %s", len(entries), settings.htpasswd)
+    count = len(entries)
+    logging.getLogger("pypibox").info("%d account%s in %s", count, "" if count == 1 else "s",
+                                      settings.htpasswd)
     from .server import serve
 
     serve(settings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import tempfile
 import typing as t
 from pathlib import Path
@@ -49,10 +50,12 @@ def check_htpasswd(settings: Settings) -> list[htpasswd.Entry]:
         return htpasswd.validate(settings.htpasswd)
     except htpasswd.HtpasswdError as exc:
         hint = ""
-        if "not found" in str(exc):
+        if not settings.htpasswd.exists():
+            # Commands that work as typed: this very interpreter has passlib and bcrypt.
             hint = (f"\nCreate it with: htpasswd -c -B {settings.htpasswd} <username>"
-                    " (or: make -C auth adduser USER=<username>,"
-                    " or: python -m pypibox adduser <username>)")
+                    " (or: make -C auth adduser USER=<username>, or: "
+                    f"{sys.executable} -m pypibox adduser <username> --file "
+                    f"{settings.htpasswd})")
         raise PreflightError(f"accounts: {exc}{hint}", EXIT_HTPASSWD) from None
 
 
