@@ -53,7 +53,8 @@ def test_build_contexts_keep_out_accounts_git_tests_and_venv(engine, tmp_path):
     add_user(repo / "auth" / "htpasswd", "alice", PASSWORD)
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
     for junk in (".venv/bin/python", "pypibox/__pycache__/settings.cpython-313.pyc",
-                 "data/packages/secret-1.0.tar.gz", "auth/htpasswd.bak"):
+                 "data/packages/secret-1.0.tar.gz", "auth/htpasswd.bak", "auth/tokens",
+                 "auth/roles", "auth/netrc"):
         (repo / junk).parent.mkdir(parents=True, exist_ok=True)
         (repo / junk).write_text("must not reach the engine\n")
     assert (repo / "tests" / "conftest.py").exists()
