@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import html
 import logging
 import re
@@ -9,12 +10,12 @@ import typing as t
 
 import pypiserver
 from pypiserver.backend import BackendProxy
+from pypiserver.bottle_wrapper.bottle import HTTPError, HTTPResponse, request
 
 from .accounts import Accounts
 from .readpath import ReadPath
 from .settings import Settings
 from .storage import AtomicFileBackend
-from .validate import refuse_unparsable_forms
 from .welcome import WELCOME_TEMPLATE
 
 log = logging.getLogger("pypibox.webapp")
@@ -44,6 +45,40 @@ def build_pypiserver(settings: Settings, accounts: Accounts) -> WSGIApp:
     app = pypiserver.setup_routes_from_config(app, config)
     refuse_unparsable_forms(app)
     return app
+
+
+def refuse_unparsable_forms(app: t.Any) -> None:
+    """Answer 400, not 500, to a POST whose form data bottle cannot parse.
+
+    Wraps each POST route of pypiserver's bottle app (outside its auth check, so nothing is
+    parsed before the password is). An error raised before the form was parsed is the
+    client's fault; any later error is left alone and stays a 500. (Moved here from
+    validate.py, which no longer depends on bottle; the new write path replaces it.)
+    """
+    for route in app.routes:
+        if route.method == "POST":
+            route.callback = _parse_guard(route.callback)
+            route.reset()
+
+
+def _parse_guard(callback: t.Callable[..., t.Any]) -> t.Callable[..., t.Any]:
+    @functools.wraps(callback)
+    def guarded(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        try:
+            return callback(*args, **kwargs)
+        except HTTPResponse:
+            raise
+        except Exception as exc:
+            if "bottle.request.post" in request.environ:
+                raise
+            limit_hit = getattr(exc, "http_status", None)
+            if limit_hit:
+                raise HTTPError(limit_hit, str(exc)) from None
+            log.warning("refused a malformed form: %s", type(exc).__name__)
+            raise HTTPError(400, "Bad request: the form data could not be parsed "
+                                 f"({type(exc).__name__})") from None
+
+    return guarded
 
 
 class _LimitedInput:
