@@ -488,7 +488,10 @@ def _walk_tar(fh: t.BinaryIO, budget: _Budget, stop_at_pkg_info: bool) -> bytes 
                 raise _TarError("it holds an empty tar archive")
             return pkg_info
         budget.member()
-        stored = _tar_number(block[148:156])
+        try:
+            stored = _tar_number(block[148:156])
+        except _TarError:
+            stored = -1
         if stored != sum(block) - sum(block[148:156]) + 256 and stored != _signed_sum(block):
             raise _TarError("a header has a bad checksum" if not first
                             else "it holds no tar archive")
