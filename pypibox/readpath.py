@@ -16,10 +16,11 @@ from urllib.parse import quote
 
 from pypiserver.pkg_helpers import normalize_pkgname
 
-from . import files, simple_api
+from . import files, simple_api, storage
 from .accounts import Accounts
-from .index import FileEntry, Page, PackageIndex
+from .index import FileEntry, PackageIndex
 from .settings import Settings
+from .simple_api import Page
 
 log = logging.getLogger("pypibox.readpath")
 
@@ -40,6 +41,13 @@ def _text(start_response: StartResponse, status: str, text: str,
     start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
                             ("Content-Length", str(len(body)))] + (headers or []))
     return [] if head else [body]
+
+
+def _not_ready(start_response: StartResponse, environ: Environ) -> list[bytes]:
+    """The index is still listing the tree for the first time: never say "not found"."""
+    return _text(start_response, "503 Service Unavailable",
+                 "The index is being built; retry in a few seconds", [("Retry-After", "2")],
+                 environ.get("REQUEST_METHOD") == "HEAD")
 
 
 def basic_credentials(header: str | None) -> tuple[str, str] | None:
@@ -86,7 +94,9 @@ class ReadPath:
         self.fallback = settings.fallback
         self.fallback_url = settings.fallback_url
         self.index = index or PackageIndex(settings.packages_dir)
-        self._hashed: dict[str, tuple[FileEntry, ...]] = {}
+        storage.INDEX = self.index  # the upload path records what it stores
+        #: (project, or '' for the list of projects; media type) -> (its stamp, page)
+        self.pages: dict[tuple[str, str], tuple[object, Page]] = {}
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> t.Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "GET")
@@ -127,29 +137,15 @@ class ReadPath:
                     return False
                 environ[VERIFIED] = creds  # checked just now: _guarded need not again
         if action == "list" and path != "/simple/":
-            name = normalize_pkgname(path[len("/simple/"):-1])
-            entries = self.index.project(name)
-            if entries is not None and self._hashed.get(name) is not entries:
-                if any(e.info is None for e in entries):
-                    return False
-                self._hashed[name] = entries  # a tuple's entries, once hashed, stay so
+            self.index.refresh()
+            if self.index.pending(normalize_pkgname(path[len("/simple/"):-1])):
+                return False  # files to read first: not in the event loop
         return True
 
     # -- plumbing ----------------------------------------------------------------------
     def _post(self, environ: Environ, start_response: StartResponse) -> t.Iterable[bytes]:
-        status: list[str] = []
-
-        def capture(st: str, headers: list[tuple[str, str]], exc_info: t.Any = None) -> t.Any:
-            status.append(st)
-            if exc_info:
-                return start_response(st, headers, exc_info)
-            return start_response(st, headers)
-
-        try:
-            return self.inner(environ, capture)
-        finally:
-            if environ.get("PATH_INFO") in ("", "/") and status and status[-1][:1] == "2":
-                self.index.touch()
+        # Uploads and removals tell the index themselves (storage.INDEX).
+        return self.inner(environ, start_response)
 
     def _guarded(self, action: str, environ: Environ, start_response: StartResponse,
                  handler: t.Callable[[Environ, StartResponse], t.Iterable[bytes]]
@@ -169,13 +165,15 @@ class ReadPath:
     def _page(self, environ: Environ, start_response: StartResponse, key: tuple[str, str],
               source: object, render: t.Callable[[], Page]) -> t.Iterable[bytes]:
         kind = key[1]
-        cached = self.index.pages.get(key)
-        # A page is good while the object it was rendered from is still the current one.
-        if cached is not None and cached[0] is source:
+        cached = self.pages.get(key)
+        # A page is good while the stamp it was rendered at is still the current one.
+        if cached is not None and cached[0] == source:
             page = cached[1]
         else:
             page = render()
-            self.index.pages[key] = (source, page)
+            if len(self.pages) > 4096:
+                self.pages.clear()
+            self.pages[key] = (source, page)
         return files.send_bytes(environ, start_response, page.body, page.etag,
                                 simple_api.CONTENT_TYPES[kind], [("Vary", "Accept")])
 
@@ -194,9 +192,11 @@ class ReadPath:
         if not isinstance(kind, str):
             return kind
         self.index.refresh()
-        projects = self.index.projects
-        return self._page(environ, start_response, ("", kind), projects,
-                          lambda: simple_api.render_index(list(projects), kind))
+        if not self.index.ready:
+            return _not_ready(start_response, environ)
+        stamp = (self.index.db.instance, self.index.db.last_gen())
+        return self._page(environ, start_response, ("", kind), stamp,
+                          lambda: simple_api.render_index(self.index.project_names(), kind))
 
     def project_page(self, environ: Environ, start_response: StartResponse) -> t.Iterable[bytes]:
         """/simple/<project>/: the project's files."""
@@ -214,11 +214,9 @@ class ReadPath:
         if not isinstance(kind, str):
             return kind
         self.index.refresh()
-        self.index.verify(name)
         entries = self.index.project(name)
-        if entries is None:
-            self.index.refresh(force=True)
-            entries = self.index.project(name)
+        if entries is None and not self.index.ready:
+            return _not_ready(start_response, environ)
         if entries is None:
             if self.fallback:
                 location = f"{self.fallback_url.rstrip('/')}/{name}/"
@@ -229,12 +227,9 @@ class ReadPath:
             return _text(start_response, "404 Not Found", f"Not Found ({name} does not exist)",
                          head=head)
         found = entries
-
-        def render() -> Page:
-            self.index.ensure_info(found)
-            return simple_api.render_project(name, found, kind)
-
-        return self._page(environ, start_response, (name, kind), found, render)
+        stamp = self.index.project_stamp(name)
+        return self._page(environ, start_response, (name, kind), stamp,
+                          lambda: simple_api.render_project(name, found, kind))
 
     def _lookup(self, rel: str) -> tuple[FileEntry | None, bool]:
         entry = self.index.file(rel)
@@ -257,21 +252,14 @@ class ReadPath:
             return _text(start_response, "404 Not Found", "Not Found", head=head)
         self.index.refresh()
         entry, is_metadata = self._lookup(rel)
-        if entry is None:
-            self.index.refresh(force=True)
-            entry, is_metadata = self._lookup(rel)
-        if entry is not None:
-            self.index.verify(entry.project)
-            entry, is_metadata = self._lookup(rel)
         if entry is not None and not is_metadata:
             sent = files.send_file(environ, start_response, entry.path, None)
             if sent is not None:
                 return sent
-            self.index.refresh(force=True)
-        elif entry is not None:
-            data = self.index.read_core_metadata(entry)
+        elif entry is not None and entry.metadata_sha256:
+            data = self.index.metadata(entry)
             if data is not None:
-                etag = '"' + (entry.info.metadata_sha256 if entry.info else "")[:32] + '-m"'
+                etag = '"' + entry.metadata_sha256[:32] + '-m"'
                 return files.send_bytes(environ, start_response, data, etag,
                                         "text/plain; charset=utf-8")
         return _text(start_response, "404 Not Found", f"Not Found ({rel} does not exist)",

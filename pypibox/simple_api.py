@@ -7,9 +7,10 @@ import hashlib
 import html
 import json
 import typing as t
+from dataclasses import dataclass
 from urllib.parse import quote
 
-from .index import FileEntry, Page
+from .index import FileEntry
 
 API_VERSION = "1.1"
 JSON = "application/vnd.pypi.simple.v1+json"
@@ -23,6 +24,14 @@ _ALIASES = {"application/vnd.pypi.simple.latest+json": JSON,
 #: Preference when a client rates types equally: exact names favour JSON, wildcards HTML.
 _EXACT_PREF = (JSON, V1_HTML, TEXT_HTML)
 _WILD_PREF = (TEXT_HTML, JSON, V1_HTML)
+
+
+@dataclass(frozen=True)
+class Page:
+    """A rendered page: body bytes and a strong ETag."""
+
+    body: bytes
+    etag: str
 
 
 _NEGOTIATED: dict[str, str | None] = {}
@@ -120,40 +129,36 @@ def _versions(entries: t.Sequence[FileEntry]) -> list[str]:
 
 
 def render_project(name: str, entries: t.Sequence[FileEntry], kind: str) -> Page:
-    """A project's page; every entry must have its info loaded."""
+    """A project's page."""
     if kind == JSON:
         files = []
         for entry in entries:
-            info = entry.info
-            assert info is not None
             item: dict[str, t.Any] = {
                 "filename": entry.filename,
                 "url": file_url(entry),
-                "hashes": {"sha256": info.sha256},
+                "hashes": {"sha256": entry.sha256},
                 "size": entry.size,
                 "upload-time": upload_time(entry.mtime_ns),
                 "yanked": False,
             }
-            if info.requires_python:
-                item["requires-python"] = info.requires_python
-            if info.metadata_sha256:
+            if entry.requires_python:
+                item["requires-python"] = entry.requires_python
+            if entry.metadata_sha256:
                 # Only the PEP 714 name in JSON: pip 22.3 to 23.1 crash on the JSON
                 # "dist-info-metadata" key (the reason PEP 714 renamed it).
-                item["core-metadata"] = {"sha256": info.metadata_sha256}
+                item["core-metadata"] = {"sha256": entry.metadata_sha256}
             files.append(item)
         data = {"meta": {"api-version": API_VERSION}, "name": name, "files": files,
                 "versions": _versions(entries)}
         return _page(json.dumps(data, separators=(",", ":")).encode(), kind)
     rows = []
     for entry in entries:
-        info = entry.info
-        assert info is not None
-        href = html.escape(f"{file_url(entry)}#sha256={info.sha256}")
+        href = html.escape(f"{file_url(entry)}#sha256={entry.sha256}")
         attrs = ""
-        if info.requires_python:
-            attrs += f' data-requires-python="{html.escape(info.requires_python)}"'
-        if info.metadata_sha256:
-            value = f"sha256={info.metadata_sha256}"
+        if entry.requires_python:
+            attrs += f' data-requires-python="{html.escape(entry.requires_python)}"'
+        if entry.metadata_sha256:
+            value = f"sha256={entry.metadata_sha256}"
             attrs += f' data-dist-info-metadata="{value}" data-core-metadata="{value}"'
         rows.append(f'<a href="{href}"{attrs}>{html.escape(entry.filename)}</a><br>\n')
     title = html.escape(name)

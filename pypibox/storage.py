@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import logging
 import os
 import re
@@ -20,6 +21,8 @@ log = logging.getLogger("pypibox.storage")
 
 TMP_PREFIX = ".upload-"
 CHUNK = 1 << 20
+#: This process's package index, told of every file stored or removed (readpath sets it).
+INDEX: t.Any = None
 
 
 def upload_tmp_name() -> str:
@@ -133,7 +136,7 @@ class AtomicFileBackend(SimpleFileBackend):
                     out.flush()
                     os.fsync(out.fileno())
                     try:
-                        validate.check_file(tmp, filename)
+                        dist = validate.check_file(tmp, filename)
                     except validate.InvalidUpload as exc:
                         log.warning("refused an upload: %s", exc)
                         raise HTTPError(400, str(exc)) from None
@@ -149,6 +152,21 @@ class AtomicFileBackend(SimpleFileBackend):
                     tmp.unlink(missing_ok=True)
         except OSError as exc:
             raise _storage_error(exc) from exc
+        if INDEX is not None:
+            INDEX.add(filename, _sha256(dest), dist)
+
+    def remove_package(self, pkg: t.Any) -> None:
+        super().remove_package(pkg)
+        if INDEX is not None and pkg.fn:
+            INDEX.remove(Path(pkg.fn).resolve().relative_to(self.roots[0].resolve()).as_posix())
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _exists_error(filename: str) -> HTTPError:

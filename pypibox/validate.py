@@ -545,16 +545,23 @@ def _walk_tar(fh: t.BinaryIO, budget: _Budget, stop_at_pkg_info: bool) -> bytes 
         _skip(fh, padded, budget)
 
 
+def _gunzip(path: Path) -> t.Any:
+    return gzip.open(path, "rb")  # the caller closes it
+
+
 def tar_metadata(path: Path, filename: str, limits: Limits = DEFAULT_LIMITS,
-                 verify: bool = False) -> bytes | None:
+                 verify: bool = False,
+                 opener: t.Callable[[Path], t.Any] | None = None,
+                 ) -> bytes | None:
     """The top-level PKG-INFO of a gzip'd tar sdist (None if it has none).
 
     With ``verify`` the whole archive is read, to its end and the gzip CRC: a cut or corrupt
-    file is refused. Without, reading stops at PKG-INFO.
+    file is refused. Without, reading stops at PKG-INFO. ``opener`` decompresses (the index
+    also reads legacy .tar.bz2 and .tar.xz files found on disk).
     """
     budget = _Budget(path, filename, limits)
     try:
-        with gzip.open(path, "rb") as fh:
+        with (opener or _gunzip)(path) as fh:
             meta = _walk_tar(t.cast(t.BinaryIO, fh), budget, stop_at_pkg_info=not verify)
             if verify:
                 while True:  # the rest of the stream, to its CRC
