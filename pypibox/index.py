@@ -26,7 +26,7 @@ from pathlib import Path
 from packaging.utils import canonicalize_name
 
 from . import distmeta, validate
-from .indexdb import SELECT, STATE_DIR, IndexDB, Row, compress, is_corruption
+from .indexdb import SELECT, STATE_DIR, IndexDB, Row, SyncState, compress, is_corruption
 from .indexer import Maintainer
 
 log = logging.getLogger("pypibox.index")
@@ -35,6 +35,9 @@ log = logging.getLogger("pypibox.index")
 CACHE_FILES = 10_000
 #: Single files (downloads) and names of unknown projects kept, each.
 CACHE_NAMES = 4096
+#: sync() trusts an unchanged directory mtime only this long after its change (timestamps
+#: move in ticks of a few ms).
+QUIET_DIR_NS = 50_000_000
 #: Changes read at once; a reader further behind forgets everything instead.
 CATCH_UP = 5000
 
@@ -110,7 +113,8 @@ class PackageIndex:
     """The packages directory as projects and files (see the module docstring)."""
 
     def __init__(self, root: Path | str, *, recheck: float = 0.5, watch: str = "auto",
-                 cache_files: int = CACHE_FILES, cache_names: int = CACHE_NAMES) -> None:
+                 cache_files: int = CACHE_FILES, cache_names: int = CACHE_NAMES,
+                 wait: float = 5.0) -> None:
         self.root = str(Path(root).resolve())
         self.recheck = recheck
         self.watch = watch                       # auto (inotify if there is), poll
@@ -120,17 +124,24 @@ class PackageIndex:
         self._projects: OrderedDict[str, _Cached] = OrderedDict()
         self._cached_files = 0
         self._missing: OrderedDict[str, None] = OrderedDict()
-        self._files: OrderedDict[str, tuple[FileEntry | None, float]] = OrderedDict()
+        self._files: OrderedDict[str, tuple[FileEntry, float]] = OrderedDict()
         self._version = 0          # bumped at every invalidation (guards cache fills)
         self.generation = 0        # changes whenever anything changes (this process)
         self._gen = 0              # the last change of the database applied here
         self._ready = False
         self._next_pointer_check = 0.0
         self._pid = os.getpid()
+        self._sync: SyncState | None = None
         self.db = IndexDB(self._state_dir())
         self._open()
         self.maintainer = Maintainer(self)
         self.maintainer.start()
+        # A new index lists the tree first (a small one in milliseconds): wait for that a
+        # while rather than answer 503 at once; a large one is listed in the background.
+        deadline = time.monotonic() + wait
+        while not self._ready and time.monotonic() < deadline:
+            time.sleep(0.01)
+            self.refresh()
 
     def _state_dir(self) -> str:
         state = os.path.join(self.root, STATE_DIR)
@@ -234,6 +245,45 @@ class PackageIndex:
         self._open()
         self.maintainer = Maintainer(self)
         self.maintainer.start()
+
+    def sync(self, timeout: float = 0.5) -> bool:
+        """Wait until every change made to the tree before this call is in the index (files
+        copied in by hand a moment ago): call it before answering "not found" for a project.
+
+        Concurrent calls share one round trip to the maintainer (a few ms). False if it did
+        not answer within ``timeout`` (then the index is as current as it can say).
+        """
+        start = time.monotonic_ns()
+        state = self._sync_state()
+        if state is None:
+            return False
+        seen = state.snapshot()
+        if seen is not None and seen[2] and seen[1] - seen[2] > QUIET_DIR_NS:
+            # A flat tree whose directory has not changed since an acknowledgement that came
+            # well after its last change (mtimes are coarse): nothing new to wait for.
+            with contextlib.suppress(OSError):
+                if os.stat(self.root).st_mtime_ns == seen[2]:
+                    self.refresh()
+                    return True
+        if state.acked() < start:
+            state.request()
+            deadline = start + int(timeout * 1e9)
+            while state.acked() < start:
+                if time.monotonic_ns() > deadline:
+                    if not state.current():
+                        self._sync = None
+                    return False
+                time.sleep(0.0001)
+        self.refresh()
+        return True
+
+    def _sync_state(self) -> SyncState | None:
+        if self._sync is None:
+            try:
+                self._sync = SyncState(self.db.state_dir, create=False)
+            except OSError:
+                return None
+        return self._sync
 
     @property
     def ready(self) -> bool:
@@ -340,34 +390,67 @@ class PackageIndex:
             self._cached_files -= len(dropped.entries)
 
     def file(self, relpath: str) -> FileEntry | None:
-        """Any stored file (signatures included) by its path relative to the root, or None."""
+        """Any stored file (signatures included) by its path relative to the root, or None.
+
+        A path not in the index is looked for on disk (one stat): a file copied in a moment
+        ago is found at once. Unknown paths are not cached.
+        """
         with self._lock:
-            hit = self._files.get(relpath)
-            if hit is not None:
+            entry = self._files.get(relpath)
+            if entry is not None:
                 self._files.move_to_end(relpath)
-                entry, checked = hit
-                if entry is None or time.monotonic() < checked + self.recheck:
-                    return entry
+                if time.monotonic() < entry[1] + self.recheck:
+                    return entry[0]
         try:
-            if hit is not None and hit[0] is not None and self._unchanged([hit[0]]):
+            if entry is not None and self._unchanged([entry[0]]):
                 with self._lock:
-                    self._files[relpath] = (hit[0], time.monotonic())
-                return hit[0]
+                    self._files[relpath] = (entry[0], time.monotonic())
+                return entry[0]
             version = self._version
             row = self.db.file_row(relpath)
-            if row is not None and row[8] == 0:
+            if row is None:
+                row = self._discover(relpath)
+            elif row[8] == 0:
                 self._read_now([relpath])
                 row = self.db.file_row(relpath)
-            entry = None if row is None or row[8] != 1 or not row[2] else _entry(self.root, row)
         except sqlite3.DatabaseError as exc:
             self._db_error(exc)
             return None
+        if row is None or row[8] != 1 or not row[2]:
+            return None
+        found = _entry(self.root, row)
         with self._lock:
             if self._version == version:
-                self._files[relpath] = (entry, time.monotonic())
+                self._files[relpath] = (found, time.monotonic())
                 while len(self._files) > self.cache_names:
                     self._files.popitem(last=False)
-        return entry
+        return found
+
+    def _discover(self, relpath: str) -> Row | None:
+        """A file not in the index yet but on disk (copied in a moment ago): read it now.
+
+        One stat for an unknown path; what it finds is what the maintainer would write.
+        """
+        parts = relpath.split("/")
+        if any(not p or p.startswith(".") for p in parts) or "\0" in relpath:
+            return None
+        if not distmeta.is_distribution(parts[-1]):
+            return None
+        path = os.path.join(self.root, relpath)
+        if distmeta.stat_key(path) is None:
+            return None
+        facts = self.read_pending(relpath, write=False)
+        if facts is None:
+            return None
+        with self.db.write() as cur:
+            old = cur.execute("SELECT project FROM files WHERE relpath = ?",
+                              (relpath,)).fetchone()
+            self.db.put(cur, relpath, facts)
+            gen = self.db.change(cur, facts.project, relpath)
+            names = {facts.project} | ({old[0]} if old else set())
+            self.db.refresh_projects(cur, names - {""}, gen)
+        self.changed_here()
+        return self.db.file_row(relpath)
 
     def pending(self, name: str) -> bool:
         """True if ``project(name)`` would first read files (only while the index is being
@@ -564,4 +647,7 @@ class PackageIndex:
     def close(self) -> None:
         """Stop the maintainer and close the database."""
         self.maintainer.close()
+        if self._sync is not None:
+            self._sync.close()
+            self._sync = None
         self.db.close()

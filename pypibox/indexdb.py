@@ -486,3 +486,90 @@ class IndexDB:
 def _prerelease(version: str) -> bool:
     key = distmeta.version_key(version)
     return bool(key[0] == 1 and key[1].is_prerelease)
+
+
+class SyncState:
+    """The maintainer's acknowledgements, in a page of shared memory in the state directory.
+
+    A reader that must not miss a change made just before (an unknown name: is it really
+    unknown?) touches ``sync-request``; the maintainer sees that through inotify (or polls
+    it), takes in every change queued before, and writes the time it did so here.
+    """
+
+    FILE = "maintainer.state"
+    REQUEST = "sync-request"
+    SIZE = 4096
+
+    def __init__(self, state_dir: str, create: bool) -> None:
+        import mmap
+
+        self.request_path = os.path.join(state_dir, self.REQUEST)
+        path = os.path.join(state_dir, self.FILE)
+        flags = os.O_RDWR | (os.O_CREAT if create else 0)
+        fd = os.open(path, flags, 0o644)
+        try:
+            if create:
+                if os.fstat(fd).st_size < self.SIZE:
+                    os.ftruncate(fd, self.SIZE)
+                with open(self.request_path, "ab"):
+                    pass
+            elif os.fstat(fd).st_size < self.SIZE:
+                raise OSError("the maintainer's state is not written yet")
+            self.key = (os.fstat(fd).st_dev, os.fstat(fd).st_ino)
+            self._map = mmap.mmap(fd, self.SIZE)
+        finally:
+            os.close(fd)
+        self._path = path
+
+    # The page: seq (odd while written), acknowledged CLOCK_MONOTONIC ns, the wall-clock ns
+    # of that moment, and the packages directory's mtime then (0: not a flat tree, or no
+    # inotify: readers must ask).
+    def acked(self) -> int:
+        """CLOCK_MONOTONIC ns up to which every change is in the database."""
+        return int.from_bytes(self._map[8:16], "little")
+
+    def snapshot(self) -> tuple[int, int, int] | None:
+        """(acknowledged, wall-clock then, top directory mtime then), or None mid-write."""
+        seq = self._map[0:8]
+        data = self._map[8:32]
+        if seq != self._map[0:8] or int.from_bytes(seq, "little") & 1:
+            return None  # being written (the page is read twice around the data)
+        return (int.from_bytes(data[0:8], "little"), int.from_bytes(data[8:16], "little"),
+                int.from_bytes(data[16:24], "little"))
+
+    def ack(self, ns: int, root_mtime: int = 0) -> None:
+        """Say that every change made before ``ns`` is in the database; ``root_mtime`` is the
+        top directory's mtime then, for a tree without subdirectories (0 otherwise)."""
+        seq = int.from_bytes(self._map[0:8], "little") | 1
+        self._map[0:8] = seq.to_bytes(8, "little")
+        self._map[8:32] = (ns.to_bytes(8, "little") + time.time_ns().to_bytes(8, "little")
+                           + root_mtime.to_bytes(8, "little"))
+        self._map[0:8] = (seq + 1).to_bytes(8, "little")
+
+    def request(self) -> None:
+        """Ask the maintainer for an acknowledgement."""
+        try:
+            os.utime(self.request_path)
+        except FileNotFoundError:
+            with open(self.request_path, "ab"):
+                pass
+
+    def request_mtime(self) -> int:
+        """When a request was made last (polling maintainers compare it)."""
+        try:
+            return os.stat(self.request_path).st_mtime_ns
+        except OSError:
+            return 0
+
+    def current(self) -> bool:
+        """The shared page is still the file the state directory holds."""
+        try:
+            st = os.stat(self._path)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) == self.key
+
+    def close(self) -> None:
+        """Unmap."""
+        with contextlib.suppress(ValueError, BufferError):
+            self._map.close()

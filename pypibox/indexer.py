@@ -24,7 +24,7 @@ import time
 import typing as t
 
 from . import distmeta, watch
-from .indexdb import IndexDB, Row, is_corruption
+from .indexdb import IndexDB, Row, SyncState, is_corruption
 
 if t.TYPE_CHECKING:
     from .index import PackageIndex
@@ -42,7 +42,10 @@ MAX_DIRTY = 10_000
 RACY_NS = 1_000_000_000
 #: Background reading: files per batch, and the time one batch may take.
 BATCH = 200
-BATCH_SECONDS = 0.2
+BATCH_SECONDS = 0.05
+#: Without inotify: how often sync requests are looked for.
+SYNC_POLL = 0.02
+_STATE_WD = "\0state"  # the watch of the state directory (sync requests)
 #: Rows written per transaction when a walk found many changes.
 WRITE_CHUNK = 20_000
 #: More changed projects than this: their summaries are recomputed in SQL (the background
@@ -88,6 +91,9 @@ class Maintainer:
         self._skip: dict[str, float] = {}
         self._db_size = 0
         self._warned_names: set[str] = set()
+        self._sync: SyncState | None = None
+        self._sync_wanted = False
+        self._sync_seen = 0
         self._poll_logged = False
         self.sessions = 0
 
@@ -136,6 +142,9 @@ class Maintainer:
         if self._notify is not None:
             self._notify.close()
             self._notify = None
+        if self._sync is not None:
+            self._sync.close()
+            self._sync = None
 
     def _run(self) -> None:
         while not self.stop.is_set():
@@ -173,8 +182,14 @@ class Maintainer:
             log.warning("inotify is not available: the index polls its directories every "
                         "%g s", self.recheck)
             self._poll_logged = True
+        if self._sync is not None:
+            self._sync.close()
+        self._sync = SyncState(self.db.state_dir, create=True)
+        self._sync_seen = self._sync.request_mtime()
+        self._watch_dir(_STATE_WD)
         started = time.monotonic()
         self._guard(functools.partial(self._reconcile, "", recursive=True))
+        self._ack(time.monotonic_ns())
         log.info("the index compared %d files with the tree in %.2f s (%s)",
                  self.db.totals()[0], time.monotonic() - started,
                  "inotify" if self._notify else "polling")
@@ -192,9 +207,19 @@ class Maintainer:
             if busy:
                 wait = 0.0
             if self._notify is not None:
-                self._guard(functools.partial(self._events, self._notify.read(wait)))
-            elif wait:
-                self.stop.wait(wait)
+                before = time.monotonic_ns()
+                events = self._notify.read(wait)
+                self._guard(functools.partial(self._events, events))
+                if not events and not self._dirty and not self._subtrees and not self._full:
+                    self._ack(before)  # nothing happened: everything is in
+            else:
+                if wait:
+                    self.stop.wait(min(wait, SYNC_POLL))
+                seen = self._sync.request_mtime()
+                if seen != self._sync_seen:
+                    self._sync_seen, self._sync_wanted = seen, True
+            if self._sync_wanted:
+                self._guard(self._synchronise)
             if self._notify is None and time.monotonic() >= next_poll:
                 next_poll = time.monotonic() + self.recheck
                 self._guard(self._poll)
@@ -210,6 +235,37 @@ class Maintainer:
             if time.monotonic() >= next_trim:
                 next_trim = time.monotonic() + 60
                 self._guard(self._trim)
+
+    def _synchronise(self) -> None:
+        """A reader asked: take in every change queued until now, then acknowledge."""
+        self._sync_wanted = False
+        now = time.monotonic_ns()
+        if self._notify is not None:
+            while events := self._notify.read(0):
+                self._events(events)
+        else:
+            self._poll()
+        if self._full:
+            self._full = False
+            self._reconcile("", recursive=True)
+        for top in sorted(self._subtrees):
+            self._subtrees.discard(top)
+            self._reconcile(top, recursive=True)
+        self._settle(force=True)
+        self._ack(now)
+
+    def _ack(self, ns: int) -> None:
+        """Acknowledge; with inotify and a flat tree, with the top directory's mtime, which
+        lets readers skip asking while it stays put."""
+        if self._sync is None:
+            return
+        root_mtime = 0
+        if self._notify is not None and list(self._dirs) == [""]:
+            try:
+                root_mtime = os.stat(self.root).st_mtime_ns
+            except OSError:
+                root_mtime = 0
+        self._sync.ack(ns, root_mtime)
 
     def _guard(self, work: t.Callable[[], t.Any]) -> t.Any:
         """Run a step; a corrupt database is rebuilt (and the session restarted)."""
@@ -262,7 +318,7 @@ class Maintainer:
         if self._notify is None:
             return
         try:
-            wd = self._notify.add(self._abs(rel))
+            wd = self._notify.add(self.db.state_dir if rel == _STATE_WD else self._abs(rel))
         except watch.WatchLimit:
             log.warning("the kernel allows no more inotify watches "
                         "(fs.inotify.max_user_watches): the index polls its directories "
@@ -343,8 +399,8 @@ class Maintainer:
         conn.execute("DELETE FROM temp.scan")
         conn.execute("DELETE FROM temp.scan_dirs")
         if recursive:
-            for wd in [wd for wd, d in self._wds.items()
-                       if top == "" or d == top or d.startswith(top + "/")]:
+            for wd in [wd for wd, d in self._wds.items() if d != _STATE_WD and
+                       (top == "" or d == top or d.startswith(top + "/"))]:
                 if self._notify is not None:
                     self._notify.remove(wd)
                 self._wds.pop(wd, None)
@@ -421,6 +477,8 @@ class Maintainer:
         touched: set[str] = set()
         if table == "gone":
             for _rowid, relpath, project in rows:
+                if distmeta.stat_key(self._abs(relpath)) is not None:
+                    continue  # put in place after the walk (an upload): it stays
                 self.db.delete(cur, relpath)
                 touched.add(project)
                 if not bulk:
@@ -478,6 +536,10 @@ class Maintainer:
             rel = self._wds.get(ev.wd)
             if rel is None:
                 continue
+            if rel == _STATE_WD:
+                if ev.name == SyncState.REQUEST.encode():
+                    self._sync_wanted = True
+                continue
             if ev.mask & watch.IN_IGNORED:
                 self._wds.pop(ev.wd, None)
                 continue
@@ -509,10 +571,11 @@ class Maintainer:
             self._dirty.clear()
             self._full = True
 
-    def _settle(self) -> None:
-        """Look at the files whose events have settled: read them, or forget them."""
+    def _settle(self, force: bool = False) -> None:
+        """Look at the files whose events have settled (all, with ``force``): read them, or
+        forget them."""
         now = time.monotonic()
-        due = [p for p, when in self._dirty.items() if when <= now]
+        due = [p for p, when in self._dirty.items() if force or when <= now]
         if not due:
             return
         for relpath in due:

@@ -138,8 +138,9 @@ class ReadPath:
                 environ[VERIFIED] = creds  # checked just now: _guarded need not again
         if action == "list" and path != "/simple/":
             self.index.refresh()
-            if self.index.pending(normalize_pkgname(path[len("/simple/"):-1])):
-                return False  # files to read first: not in the event loop
+            name = normalize_pkgname(path[len("/simple/"):-1])
+            if self.index.pending(name) or self.index.project(name) is None:
+                return False  # files to read, or a sync to wait for: not in the event loop
         return True
 
     # -- plumbing ----------------------------------------------------------------------
@@ -191,7 +192,7 @@ class ReadPath:
         kind = self._negotiate(environ, start_response)
         if not isinstance(kind, str):
             return kind
-        self.index.refresh()
+        self.index.sync()  # lists what was copied in a moment ago
         if not self.index.ready:
             return _not_ready(start_response, environ)
         stamp = (self.index.db.instance, self.index.db.last_gen())
@@ -215,6 +216,8 @@ class ReadPath:
             return kind
         self.index.refresh()
         entries = self.index.project(name)
+        if entries is None and self.index.sync():
+            entries = self.index.project(name)  # it may have been copied in a moment ago
         if entries is None and not self.index.ready:
             return _not_ready(start_response, environ)
         if entries is None:
