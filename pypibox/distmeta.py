@@ -84,7 +84,7 @@ def guess(filename: str) -> tuple[str, str] | None:
         if readings:
             return readings[0][0], str(readings[0][1])
     found = guess_pkgname_and_version(filename)
-    if found is None:
+    if found is None or not found[0] or not found[1]:
         return None
     return normalize_pkgname(found[0]), found[1]
 

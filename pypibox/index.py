@@ -139,9 +139,16 @@ class PackageIndex:
         # A new index lists the tree first (a small one in milliseconds): wait for that a
         # while rather than answer 503 at once; a large one is listed in the background.
         deadline = time.monotonic() + wait
-        while not self._ready and time.monotonic() < deadline:
+        while time.monotonic() < deadline and (not self._ready or self._any_pending()):
             time.sleep(0.01)
             self.refresh()
+
+    def _any_pending(self) -> bool:
+        try:
+            return self.db.conn().execute(
+                "SELECT 1 FROM files WHERE state = 0 LIMIT 1").fetchone() is not None
+        except sqlite3.DatabaseError:
+            return False
 
     def _state_dir(self) -> str:
         state = os.path.join(self.root, STATE_DIR)

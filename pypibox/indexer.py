@@ -54,7 +54,12 @@ BULK = 1000
 
 
 class _Restart(Exception):
-    """The database was replaced or rebuilt: start the session over."""
+    """The database was replaced or rebuilt: start the session over (after an election if
+    ``release``)."""
+
+    def __init__(self, release: bool = False) -> None:
+        super().__init__()
+        self.release = release
 
 
 def utf8_name(name: str) -> bool:
@@ -96,6 +101,7 @@ class Maintainer:
         self._sync_seen = 0
         self._poll_logged = False
         self.sessions = 0
+        self.walks = 0     # tree walks (a test counts them: the API's changes walk nothing)
 
     def start(self) -> None:
         """Start the thread."""
@@ -148,14 +154,16 @@ class Maintainer:
 
     def _run(self) -> None:
         while not self.stop.is_set():
-            if not self._acquire():
-                self.stop.wait(self.recheck)
-                continue
-            self.holding = True
+            if not self.holding:
+                if not self._acquire():
+                    self.stop.wait(self.recheck)
+                    continue
+                self.holding = True
             try:
                 self._session()
-            except _Restart:
-                continue  # keep the lock
+            except _Restart as restart:
+                if not restart.release:
+                    continue  # keep the lock: a new session on the new database
             except Exception:  # the thread must live on; the log says why
                 log.exception("the index maintainer failed; it starts over in a second")
                 self.stop.wait(1.0)
@@ -290,7 +298,7 @@ class Maintainer:
         """The database is still the one we use, and whole (SQLite never shrinks it)."""
         if not self._still_holding():
             log.warning("the index maintainer's lock file was removed; electing again")
-            raise _Restart()
+            raise _Restart(release=True)
         if self.db.pointer_moved() or self.db.instance != self._instance:
             raise _Restart()
         size = self._size()
@@ -391,6 +399,7 @@ class Maintainer:
 
     def _reconcile(self, top: str, recursive: bool) -> None:
         """Compare the files under ``top`` with the database and write the differences."""
+        self.walks += 1
         conn = self.db.conn()
         conn.execute("CREATE TEMP TABLE IF NOT EXISTS scan(relpath TEXT PRIMARY KEY, "
                      "kind TEXT, size INT, mtime_ns INT, ino INT) WITHOUT ROWID")
