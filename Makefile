@@ -19,7 +19,8 @@ PYPI_UID ?= 9898
 DURATION ?= 120
 # Server settings passed to the container by `make run` when set (README lists them all).
 RUN_VARS = PYPI_AUTHENTICATE PYPI_OVERWRITE PYPI_FALLBACK PYPI_FALLBACK_URL PYPI_WORKERS \
-	PYPI_THREADS PYPI_MAX_UPLOAD_SIZE PYPI_LOG_LEVEL
+	PYPI_THREADS PYPI_MAX_UPLOAD_SIZE PYPI_MAX_UPLOADS PYPI_MAX_CONNECTIONS PYPI_HEADER_TIMEOUT \
+	PYPI_KEEPALIVE_TIMEOUT PYPI_BODY_TIMEOUT PYPI_AUTH_RATE PYPI_LOG_LEVEL
 RUN_ENV = $(foreach v,$(RUN_VARS),$(if $(filter-out undefined,$(origin $(v))),-e $(v)=$($(v))))
 # `make dev` defaults: the same entrypoint on the host, data under ./data, accounts in auth/.
 PYPI_HOST ?= 127.0.0.1
@@ -110,7 +111,9 @@ test: test-env ## Run the whole test suite
 bench: test-env ## Benchmark against nginx and stock pypiserver (ARGS=...)
 	$(VENV)/bin/python bench/run.py $(ARGS)
 
-lint: test-env ## Dockerfile linter and shellcheck
+lint: test-env ## ruff, mypy (strict on pypibox/), hadolint and shellcheck
+	$(VENV)/bin/ruff check pypibox tests bench scripts
+	$(VENV)/bin/mypy
 	$(VENV)/bin/hadolint Dockerfile auth/Dockerfile
 	$(VENV)/bin/shellcheck auth/*.sh scripts/*.sh .ci/run
 

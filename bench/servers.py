@@ -116,7 +116,7 @@ class PeakRss:
             self.peak = max(self.peak, tree_rss(self.pid))
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> "PeakRss":
+    def __enter__(self) -> PeakRss:
         self._thread.start()
         return self
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 SCALE_SIZES = (100, 1000, 10000)

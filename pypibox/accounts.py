@@ -111,14 +111,11 @@ class Accounts:
             self._load()
             self._next_check = time.monotonic() + self.recheck
 
-    def users(self) -> list[str]:
-        """The user names that can log in now."""
-        self.refresh()
-        return sorted(self._hashes)
-
     # -- checking ----------------------------------------------------------------------
-    def _cache_key(self, user: str, password: str) -> bytes:
-        msg = user.encode("utf-8", "surrogatepass") + b"\0" + password.encode("utf-8", "surrogatepass")
+    def key(self, user: str, password: str) -> bytes:
+        """The HMAC under which verified credentials are remembered (never the password)."""
+        msg = (user.encode("utf-8", "surrogatepass") + b"\0"
+               + password.encode("utf-8", "surrogatepass"))
         return hmac.digest(self._key, msg, "sha256")
 
     def is_cached(self, user: str, password: str) -> bool:
@@ -126,7 +123,7 @@ class Accounts:
         if not isinstance(user, str) or not isinstance(password, str):
             return False
         self.refresh()
-        key = self._cache_key(user, password)
+        key = self.key(user, password)
         seen = self._cache.get(key)
         return seen is not None and time.monotonic() - seen < self.cache_ttl
 
@@ -135,7 +132,7 @@ class Accounts:
         if not isinstance(user, str) or not isinstance(password, str):
             return False
         self.refresh()
-        key = self._cache_key(user, password)
+        key = self.key(user, password)
         now = time.monotonic()
         generation = self.generation
         with self._lock:

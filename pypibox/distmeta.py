@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
-from pypiserver.pkg_helpers import (  # type: ignore[import-untyped]
+from pypiserver.pkg_helpers import (
     guess_pkgname_and_version,
     normalize_pkgname,
 )

@@ -1,18 +1,18 @@
-"""HTTP responses for stored bytes: conditional requests, ranges, HEAD and sendfile."""
+"""Responses for stored bytes: conditional requests, ranges and HEAD."""
 
 from __future__ import annotations
 
 import email.utils
 import os
 import re
-import typing as t
 
-Environ = dict[str, t.Any]
-StartResponse = t.Callable[..., t.Any]
-Headers = list[tuple[str, str]]
+from .messages import FileBody, Headers, Request, Response
 
-BLOCK = 1 << 16
 _RANGE = re.compile(r"^bytes=\s*(\d*)\s*-\s*(\d*)\s*$", re.I)
+#: How long a client may keep a stored file without asking again: files never change.
+IMMUTABLE = "max-age=31536000, immutable"
+#: Index pages change with every upload: a client revalidates (ETag) before each use.
+REVALIDATE = "no-cache"
 
 
 def etag_matches(header: str | None, etag: str) -> bool:
@@ -49,40 +49,19 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None | str:
     return (start, min(end, size - 1))
 
 
-def send_bytes(environ: Environ, start_response: StartResponse, body: bytes, etag: str,
-               content_type: str, extra: Headers | None = None) -> t.Iterable[bytes]:
+def send_bytes(req: Request, body: bytes, etag: str, content_type: str,
+               extra: Headers | None = None) -> Response:
     """A small in-memory body with an ETag, answering If-None-Match with 304."""
     headers: Headers = [("ETag", etag)] + (extra or [])
-    if etag_matches(environ.get("HTTP_IF_NONE_MATCH"), etag):
-        start_response("304 Not Modified", headers)
-        return []
-    headers += [("Content-Type", content_type), ("Content-Length", str(len(body)))]
-    start_response("200 OK", headers)
-    return [] if environ.get("REQUEST_METHOD") == "HEAD" else [body]
+    if etag_matches(req.headers.get("if-none-match"), etag):
+        return Response(304, b"", headers)
+    headers.append(("Content-Type", content_type))
+    return Response(200, body, headers)
 
 
-class _Limited:
-    """Iterates at most ``length`` bytes of an open file, then closes it."""
-
-    def __init__(self, handle: t.BinaryIO, length: int) -> None:
-        self.handle = handle
-        self.left = length
-
-    def __iter__(self) -> t.Iterator[bytes]:
-        while self.left > 0:
-            data = self.handle.read(min(BLOCK, self.left))
-            if not data:
-                break
-            self.left -= len(data)
-            yield data
-
-    def close(self) -> None:
-        self.handle.close()
-
-
-def send_file(environ: Environ, start_response: StartResponse, path: str, etag: str | None,
-              content_type: str = "application/octet-stream") -> t.Iterable[bytes] | None:
-    """Serve a file from disk with ranges and conditionals; None if it cannot be opened."""
+def send_file(req: Request, path: str, cache_control: str,
+              content_type: str = "application/octet-stream") -> Response | None:
+    """A file from disk with ranges and conditionals; None if it cannot be opened."""
     try:
         handle = open(path, "rb")
     except OSError:
@@ -90,41 +69,30 @@ def send_file(environ: Environ, start_response: StartResponse, path: str, etag: 
     try:
         st = os.fstat(handle.fileno())
         size = st.st_size
-        tag = etag or f'"{size:x}-{st.st_mtime_ns:x}"'
+        tag = f'"{size:x}-{st.st_mtime_ns:x}"'
         headers: Headers = [("ETag", tag), ("Accept-Ranges", "bytes"),
-                            ("Last-Modified", email.utils.formatdate(st.st_mtime, usegmt=True))]
-        if etag_matches(environ.get("HTTP_IF_NONE_MATCH"), tag):
+                            ("Last-Modified", email.utils.formatdate(st.st_mtime, usegmt=True)),
+                            ("Cache-Control", cache_control)]
+        if etag_matches(req.headers.get("if-none-match"), tag):
             handle.close()
-            start_response("304 Not Modified", headers)
-            return []
-        wanted = parse_range(environ.get("HTTP_RANGE"), size)
-        if_range = environ.get("HTTP_IF_RANGE")
+            return Response(304, b"", headers)
+        wanted = parse_range(req.headers.get("range"), size)
+        if_range = req.headers.get("if-range")
         if wanted is not None and if_range and if_range.strip() != tag:
             wanted = None  # the client's copy is another version: send the whole file
         if wanted == "unsatisfiable":
             handle.close()
-            start_response("416 Range Not Satisfiable",
-                           headers + [("Content-Range", f"bytes */{size}"),
-                                      ("Content-Length", "0")])
-            return []
+            return Response(416, b"", headers + [("Content-Range", f"bytes */{size}")])
+        status, first, length = 200, 0, size
         if isinstance(wanted, tuple):
             first, last = wanted
             length = last - first + 1
-            status = "206 Partial Content"
+            status = 206
             headers.append(("Content-Range", f"bytes {first}-{last}/{size}"))
-        else:
-            first, length, status = 0, size, "200 OK"
-        headers += [("Content-Type", content_type), ("Content-Length", str(length))]
-        start_response(status, headers)
-        if environ.get("REQUEST_METHOD") == "HEAD":
-            handle.close()
-            return []
+        headers.append(("Content-Type", content_type))
         if first:
             handle.seek(first)
-        wrapper = environ.get("wsgi.file_wrapper")
-        if wrapper is not None:
-            return wrapper(handle, BLOCK)  # gunicorn sends Content-Length bytes by sendfile
-        return _Limited(handle, length)
+        return Response(status, FileBody(handle, length), headers)
     except BaseException:
         handle.close()
         raise

@@ -110,7 +110,8 @@ def validate(path: Path) -> list[Entry]:
         )
     weak = weak_entries(entries)
     if weak:
-        lines = "\n".join(f"  {e.user}: {e.kind}; fix with: {fix_command(path, e.user)}" for e in weak)
+        lines = "\n".join(f"  {e.user}: {e.kind}; fix with: {fix_command(path, e.user)}"
+                          for e in weak)
         raise HtpasswdError(f"{path}: these users do not have bcrypt hashes:\n{lines}")
     return entries
 
@@ -122,7 +123,8 @@ def password_bytes(password: str) -> bytes:
 
 def make_hash(password: str, cost: int) -> str:
     """A ``$2y$`` bcrypt hash, the form Apache's ``htpasswd -B`` writes."""
-    return passlib_bcrypt.using(rounds=cost, ident="2y").hash(password_bytes(password))
+    hashed: str = passlib_bcrypt.using(rounds=cost, ident="2y").hash(password_bytes(password))
+    return hashed
 
 
 def _render(entries: list[Entry]) -> str:

@@ -264,14 +264,9 @@ class PackageIndex:
         state = self._sync_state()
         if state is None:
             return False
-        seen = state.snapshot()
-        if seen is not None and seen[2] and seen[1] - seen[2] > QUIET_DIR_NS:
-            # A flat tree whose directory has not changed since an acknowledgement that came
-            # well after its last change (mtimes are coarse): nothing new to wait for.
-            with contextlib.suppress(OSError):
-                if os.stat(self.root).st_mtime_ns == seen[2]:
-                    self.refresh()
-                    return True
+        if self._quiet(state):
+            self.refresh()
+            return True
         if state.acked() < start:
             state.request()
             deadline = start + int(timeout * 1e9)
@@ -283,6 +278,23 @@ class PackageIndex:
                 time.sleep(0.0001)
         self.refresh()
         return True
+
+    def settled(self) -> bool:
+        """True if sync() would return at once, without waiting (cheap: a stat and a read
+        of shared memory); call sync() from a worker thread when it is False."""
+        state = self._sync_state()
+        return state is not None and self._quiet(state)
+
+    def _quiet(self, state: SyncState) -> bool:
+        """A flat tree whose directory has not changed since an acknowledgement that came
+        well after its last change (mtimes move in coarse ticks): nothing new to wait for."""
+        seen = state.snapshot()
+        if seen is None or not seen[2] or seen[1] - seen[2] <= QUIET_DIR_NS:
+            return False
+        try:
+            return os.stat(self.root).st_mtime_ns == seen[2]
+        except OSError:
+            return False
 
     def _sync_state(self) -> SyncState | None:
         if self._sync is None:
@@ -321,7 +333,8 @@ class PackageIndex:
             return None
 
     def project_stamp(self, name: str) -> object:
-        """Changes when the project's files change (a key for rendered pages)."""
+        """Changes when the project's files change (a key for rendered pages); None for a
+        project with no files."""
         with self._lock:
             hit = self._projects.get(name)
             if hit is not None:
@@ -375,7 +388,7 @@ class PackageIndex:
         entries = tuple(sorted((_entry(self.root, r) for r in rows
                                 if r[8] == 1 and r[1] != "signature"),
                                key=FileEntry.sort_key))
-        stamp = (self.db.instance, self.db.project_gen(name))
+        stamp = (self.db.instance, self.db.project_gen(name)) if entries else None
         with self._lock:
             if self._version == version:
                 if entries:

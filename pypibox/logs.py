@@ -12,8 +12,6 @@ import typing as t
 from collections import deque
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-#: gunicorn's access log without ``%(u)s``: user names never reach the log.
-ACCESS_FORMAT = '%(h)s "%(r)s" %(s)s %(B)s %(M)sms "%(a)s"'
 
 
 def setup(level: str) -> None:
@@ -24,12 +22,6 @@ def setup(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("pypiserver").setLevel(max(logging.WARNING, root.level))
-
-
-def _gunicorn_logger_base() -> type:
-    from gunicorn.glogging import Logger
-
-    return Logger
 
 
 class LineBatch:
@@ -93,34 +85,22 @@ class LineBatch:
                     pass  # stdout gone (closed pipe): nothing else to do with an access line
 
 
-class AccessLogger(_gunicorn_logger_base()):  # type: ignore[misc]
-    """gunicorn's logger with a cheaper access line in ACCESS_FORMAT's layout.
+def short_agent(agent: str) -> str:
+    """A user agent as client name and version: pip's JSON and the rest are left out."""
+    first = agent.split(" ", 1)[0]
+    return first[:60] or "-"
 
-    gunicorn's own access() builds a dict of every header and environ entry and decodes
-    the Authorization header per request; this writes the same fields, nothing else.
-    """
 
-    def setup(self, cfg) -> None:  # noqa: ANN001
-        """gunicorn's setup, then its error log (``errorlog = "-"``) to stdout like ours."""
-        super().setup(cfg)
+class AccessLog:
+    """One line per answered request, written in batches to stdout (see LineBatch)."""
+
+    def __init__(self) -> None:
         self.batch = LineBatch(lambda text: sys.stdout.write(text), lambda: sys.stdout.flush())
-        for handler in self.error_log.handlers:
-            if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stderr:
-                handler.setStream(sys.stdout)
 
-    def access(self, resp, req, environ, request_time) -> None:  # noqa: ANN001
-        if not self.cfg.accesslog:
-            return
-        status = resp.status
-        if isinstance(status, str):
-            status = status.split(None, 1)[0]
-        sent = getattr(resp, "sent", None)
-        millis = request_time.seconds * 1000 + request_time.microseconds // 1000
-        line = '%s "%s %s %s" %s %s %sms "%s"\n' % (
-            environ.get("REMOTE_ADDR", "-"), environ["REQUEST_METHOD"], environ["RAW_URI"],
-            environ["SERVER_PROTOCOL"], status, "-" if sent is None else sent, millis,
-            environ.get("HTTP_USER_AGENT", "-"))
-        if self.cfg.accesslog == "-":
-            self.batch.add(line)
-        else:
-            self.access_log.info("%s", line[:-1])
+    def line(self, client: str, method: str, path: str, query: str, version: str,
+             status: int, size: int, millis: float, agent: str) -> None:
+        """Log a request (printable ASCII only: a path cannot forge a log line)."""
+        target = path + ("?" + query if query else "")
+        shown = "".join(c if " " < c <= "~" else "?" for c in target[:300])
+        self.batch.add(f'{client} "{method[:16]} {shown} HTTP/{version}" {status} {size} '
+                       f'{millis:.1f}ms "{short_agent(agent)}"\n')

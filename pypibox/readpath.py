@@ -1,269 +1,194 @@
-"""The read path: /simple/ and /packages/ served from the cached index, in front of pypiserver.
+"""The simple API: ``/simple/``, ``/simple/<project>/`` and the files under ``/packages/``.
 
-GET and HEAD of ``/simple/``, ``/simple/<project>/``, ``/packages/<file>`` and
-``/packages/<wheel>.metadata`` are answered here; every other request goes to pypiserver
-unchanged. A successful POST (upload, removal) refreshes the index at once.
+Pages are rendered from the index once and kept while their project does not change, so
+that most requests are answered in the event loop (``*_ready`` says when one can be).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 import re
 import typing as t
+from collections import OrderedDict
 from urllib.parse import quote
 
-from pypiserver.pkg_helpers import normalize_pkgname
+from packaging.utils import canonicalize_name
 
-from . import files, simple_api, storage
-from .accounts import Accounts
+from . import files, simple_api
 from .index import FileEntry, PackageIndex
-from .settings import Settings
+from .messages import Refusal, Request, Response, plain
 from .simple_api import Page
+
+if t.TYPE_CHECKING:
+    from .settings import Settings
 
 log = logging.getLogger("pypibox.readpath")
 
-Environ = dict[str, t.Any]
-StartResponse = t.Callable[..., t.Any]
-WSGIApp = t.Callable[[Environ, StartResponse], t.Iterable[bytes]]
-
 _PROJECT = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
 METADATA_SUFFIX = ".metadata"
-#: environ key for credentials quick() found in the accounts' cache (no header can set it).
-VERIFIED = "pypibox.verified"
+#: Bytes of rendered pages a worker keeps (least recently used go first).
+PAGE_CACHE_BYTES = 64 << 20
 
 
-def _text(start_response: StartResponse, status: str, text: str,
-          headers: list[tuple[str, str]] | None = None,
-          head: bool = False) -> list[bytes]:
-    body = (text + "\n").encode("utf-8")
-    start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
-                            ("Content-Length", str(len(body)))] + (headers or []))
-    return [] if head else [body]
+class PageCache:
+    """Rendered pages by (project or "", media type), each with what it was made from."""
+
+    def __init__(self, max_bytes: int = PAGE_CACHE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._pages: OrderedDict[tuple[str, str], tuple[object, Page]] = OrderedDict()
+
+    def get(self, key: tuple[str, str], stamp: object) -> Page | None:
+        """The page if it was rendered from ``stamp``."""
+        found = self._pages.get(key)
+        if found is None or found[0] != stamp:
+            return None
+        self._pages.move_to_end(key)
+        return found[1]
+
+    def put(self, key: tuple[str, str], stamp: object, page: Page) -> None:
+        """Keep a page, forgetting the least recently used beyond the byte budget."""
+        old = self._pages.pop(key, None)
+        if old is not None:
+            self.size -= len(old[1].body)
+        self._pages[key] = (stamp, page)
+        self.size += len(page.body)
+        while self.size > self.max_bytes and len(self._pages) > 1:
+            _, (_, dropped) = self._pages.popitem(last=False)
+            self.size -= len(dropped.body)
 
 
-def _not_ready(start_response: StartResponse, environ: Environ) -> list[bytes]:
-    """The index is still listing the tree for the first time: never say "not found"."""
-    return _text(start_response, "503 Service Unavailable",
-                 "The index is being built; retry in a few seconds", [("Retry-After", "2")],
-                 environ.get("REQUEST_METHOD") == "HEAD")
+def _not_ready() -> Refusal:
+    return Refusal(503, "Service unavailable: the index is still reading the packages "
+                        "directory; retry in a few seconds", [("Retry-After", "2")])
 
 
-def basic_credentials(header: str | None) -> tuple[str, str] | None:
-    """User and password of a Basic Authorization header; None if absent or malformed."""
-    if not header:
-        return None
-    scheme, _, value = header.strip().partition(" ")
-    if scheme.lower() != "basic" or not value.strip():
-        return None
-    try:
-        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, ValueError):
-        return None
-    user, sep, password = decoded.partition(":")
-    if not sep:
-        return None
-    return user, password
-
-
-def _wsgi_text(value: str) -> str:
-    """A WSGI path (bytes as latin-1, PEP 3333) as the UTF-8 text it stands for."""
-    try:
-        return value.encode("latin-1").decode("utf-8")
-    except UnicodeError:
-        return value
-
-
-def _is_project_path(path: str) -> bool:
-    return path.startswith("/simple/") and path.endswith("/") and path.count("/") == 3
-
-
-def _is_file_path(path: str) -> bool:
-    return path.startswith("/packages/") and len(path) > len("/packages/")
+def file_cache_control(settings: Settings) -> str:
+    """What clients and proxies may do with a stored file."""
+    if settings.overwrite:
+        return files.REVALIDATE  # files may be replaced: never trust a copy blindly
+    scope = "private" if "download" in settings.authenticate else "public"
+    return f"{scope}, {files.IMMUTABLE}"
 
 
 class ReadPath:
-    """WSGI middleware answering the index and file downloads from a PackageIndex."""
+    """Handlers of the simple API over one PackageIndex."""
 
-    def __init__(self, inner: WSGIApp, settings: Settings, accounts: Accounts,
-                 index: PackageIndex | None = None) -> None:
-        self.inner = inner
-        self.accounts = accounts
-        self.authenticate = set(settings.authenticate)
-        self.fallback = settings.fallback
-        self.fallback_url = settings.fallback_url
-        self.index = index or PackageIndex(settings.packages_dir)
-        storage.INDEX = self.index  # the upload path records what it stores
-        #: (project, or '' for the list of projects; media type) -> (its stamp, page)
-        self.pages: dict[tuple[str, str], tuple[object, Page]] = {}
+    def __init__(self, settings: Settings, index: PackageIndex) -> None:
+        self.settings = settings
+        self.index = index
+        self.pages = PageCache()
+        self.file_cache_control = file_cache_control(settings)
+        self.page_headers = [("Vary", "Accept"), ("Cache-Control", files.REVALIDATE)]
 
-    def __call__(self, environ: Environ, start_response: StartResponse) -> t.Iterable[bytes]:
-        method = environ.get("REQUEST_METHOD", "GET")
-        path = environ.get("PATH_INFO", "")
-        if method in ("GET", "HEAD"):
-            if path == "/simple/":
-                return self._guarded("list", environ, start_response, self.root_page)
-            if _is_project_path(path):
-                return self._guarded("list", environ, start_response, self.project_page)
-            if _is_file_path(path):
-                return self._guarded("download", environ, start_response, self.package_file)
-        elif method == "POST":
-            return self._post(environ, start_response)
-        return self.inner(environ, start_response)
-
-    def quick(self, environ: Environ) -> bool:
-        """True if this request is ours and needs no slow work: no bcrypt, no hashing.
-
-        Such requests can be answered in the server's event loop. A password not yet in
-        the accounts' cache, or a project page with files not yet hashed, is slow.
-        """
-        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
-            return False
-        if environ.get("CONTENT_LENGTH", "0") not in ("", "0") or \
-                "HTTP_TRANSFER_ENCODING" in environ:
-            return False
-        path = environ.get("PATH_INFO", "")
-        if path == "/simple/" or _is_project_path(path):
-            action = "list"
-        elif _is_file_path(path):
-            action = "download"
-        else:
-            return False
-        if action in self.authenticate:
-            creds = basic_credentials(environ.get("HTTP_AUTHORIZATION"))
-            if creds is not None:
-                if not self.accounts.is_cached(*creds):
-                    return False
-                environ[VERIFIED] = creds  # checked just now: _guarded need not again
-        if action == "list" and path != "/simple/":
-            self.index.refresh()
-            name = normalize_pkgname(path[len("/simple/"):-1])
-            if self.index.pending(name) or self.index.project(name) is None:
-                return False  # files to read, or a sync to wait for: not in the event loop
-        return True
-
-    # -- plumbing ----------------------------------------------------------------------
-    def _post(self, environ: Environ, start_response: StartResponse) -> t.Iterable[bytes]:
-        # Uploads and removals tell the index themselves (storage.INDEX).
-        return self.inner(environ, start_response)
-
-    def _guarded(self, action: str, environ: Environ, start_response: StartResponse,
-                 handler: t.Callable[[Environ, StartResponse], t.Iterable[bytes]]
-                 ) -> t.Iterable[bytes]:
-        head = environ.get("REQUEST_METHOD") == "HEAD"
-        if action in self.authenticate:
-            if VERIFIED in environ:
-                return handler(environ, start_response)
-            creds = basic_credentials(environ.get("HTTP_AUTHORIZATION"))
-            if creds is None:
-                return _text(start_response, "401 Unauthorized", "Authentication required",
-                             [("WWW-Authenticate", 'Basic realm="pypi"')], head)
-            if not self.accounts.check(*creds):
-                return _text(start_response, "403 Forbidden", "Access denied", head=head)
-        return handler(environ, start_response)
-
-    def _page(self, environ: Environ, start_response: StartResponse, key: tuple[str, str],
-              source: object, render: t.Callable[[], Page]) -> t.Iterable[bytes]:
-        kind = key[1]
-        cached = self.pages.get(key)
-        # A page is good while the stamp it was rendered at is still the current one.
-        if cached is not None and cached[0] == source:
-            page = cached[1]
-        else:
-            page = render()
-            if len(self.pages) > 4096:
-                self.pages.clear()
-            self.pages[key] = (source, page)
-        return files.send_bytes(environ, start_response, page.body, page.etag,
-                                simple_api.CONTENT_TYPES[kind], [("Vary", "Accept")])
-
-    def _negotiate(self, environ: Environ, start_response: StartResponse) -> str | list[bytes]:
-        kind = simple_api.negotiate(environ.get("HTTP_ACCEPT"))
+    # -- can it be answered in the event loop? ----------------------------------------------
+    def root_ready(self, req: Request) -> bool:
+        """True if the list of projects is rendered and current."""
+        self.index.refresh()
+        kind = simple_api.negotiate(req.headers.get("accept"))
         if kind is None:
-            return _text(start_response, "406 Not Acceptable",
-                         "Available: " + ", ".join(simple_api.CONTENT_TYPES),
-                         [("Vary", "Accept")], environ.get("REQUEST_METHOD") == "HEAD")
+            return True
+        # Not settled: files were copied in a moment ago; sync() waits for them (a thread).
+        return self.index.settled() and self.pages.get(("", kind),
+                                                       self.index.generation) is not None
+
+    def project_ready(self, req: Request) -> bool:
+        """True if the project page is rendered and current (or the answer is a redirect)."""
+        raw = req.params["project"]
+        name = canonicalize_name(raw)
+        kind = simple_api.negotiate(req.headers.get("accept"))
+        if kind is None or raw != name or not _PROJECT.match(raw):
+            return True
+        self.index.refresh()
+        stamp = self.index.project_stamp(name)
+        if stamp is None:  # unknown: sure only once nothing copied in is still unread
+            return self.index.ready and self.index.settled()
+        return self.pages.get((name, kind), stamp) is not None
+
+    # -- handlers ----------------------------------------------------------------------------
+    def _kind(self, req: Request) -> str:
+        kind = simple_api.negotiate(req.headers.get("accept"))
+        if kind is None:
+            raise Refusal(406, "Not acceptable: this index offers "
+                               + ", ".join(simple_api.CONTENT_TYPES), [("Vary", "Accept")])
         return kind
 
-    # -- handlers ----------------------------------------------------------------------
-    def root_page(self, environ: Environ, start_response: StartResponse) -> t.Iterable[bytes]:
+    def _send(self, req: Request, page: Page, kind: str) -> Response:
+        return files.send_bytes(req, page.body, page.etag, simple_api.CONTENT_TYPES[kind],
+                                list(self.page_headers))
+
+    def root_page(self, req: Request) -> Response:
         """/simple/: every project."""
-        kind = self._negotiate(environ, start_response)
-        if not isinstance(kind, str):
-            return kind
-        self.index.sync()  # lists what was copied in a moment ago
+        kind = self._kind(req)
+        self.index.sync()  # what was copied in a moment ago is listed
         if not self.index.ready:
-            return _not_ready(start_response, environ)
-        stamp = (self.index.db.instance, self.index.db.last_gen())
-        return self._page(environ, start_response, ("", kind), stamp,
-                          lambda: simple_api.render_index(self.index.project_names(), kind))
+            raise _not_ready()
+        stamp = self.index.generation
+        page = self.pages.get(("", kind), stamp)
+        if page is None:
+            page = simple_api.render_index(self.index.project_names(), kind)
+            self.pages.put(("", kind), stamp, page)
+        return self._send(req, page, kind)
 
-    def project_page(self, environ: Environ, start_response: StartResponse) -> t.Iterable[bytes]:
+    def project_page(self, req: Request) -> Response:
         """/simple/<project>/: the project's files."""
-        head = environ.get("REQUEST_METHOD") == "HEAD"
-        raw = environ["PATH_INFO"][len("/simple/"):-1]
+        raw = req.params["project"]
         if not _PROJECT.match(raw):
-            return _text(start_response, "404 Not Found", "Not Found (not a project name)",
-                         head=head)
-        name = normalize_pkgname(raw)
+            raise Refusal(404, "Not found: not a project name")
+        name = canonicalize_name(raw)
         if raw != name:
-            location = environ.get("SCRIPT_NAME", "") + f"/simple/{quote(name)}/"
-            return _text(start_response, "301 Moved Permanently", f"See {location}",
-                         [("Location", location)], head)
-        kind = self._negotiate(environ, start_response)
-        if not isinstance(kind, str):
-            return kind
+            location = f"/simple/{quote(name)}/"
+            return plain(301, f"Moved permanently: see {location}", [("Location", location)])
+        kind = self._kind(req)
         self.index.refresh()
-        entries = self.index.project(name)
-        if entries is None and self.index.sync():
-            entries = self.index.project(name)  # it may have been copied in a moment ago
-        if entries is None and not self.index.ready:
-            return _not_ready(start_response, environ)
-        if entries is None:
-            if self.fallback:
-                location = f"{self.fallback_url.rstrip('/')}/{name}/"
-                http11 = environ.get("SERVER_PROTOCOL") == "HTTP/1.1"
-                code = "303 See Other" if http11 else "302 Found"  # as bottle's redirect()
-                return _text(start_response, code, f"See {location}", [("Location", location)],
-                             head)
-            return _text(start_response, "404 Not Found", f"Not Found ({name} does not exist)",
-                         head=head)
-        found = entries
         stamp = self.index.project_stamp(name)
-        return self._page(environ, start_response, (name, kind), stamp,
-                          lambda: simple_api.render_project(name, found, kind))
+        if stamp is None and self.index.sync():
+            stamp = self.index.project_stamp(name)  # copied in a moment ago, perhaps
+        if stamp is None:
+            return self.unknown_project(req, name)
+        page = self.pages.get((name, kind), stamp)
+        if page is None:
+            entries = self.index.project(name)
+            if entries is None:
+                return self.unknown_project(req, name)
+            page = simple_api.render_project(name, entries, kind)
+            self.pages.put((name, kind), stamp, page)
+        return self._send(req, page, kind)
 
-    def _lookup(self, rel: str) -> tuple[FileEntry | None, bool]:
+    def unknown_project(self, req: Request, name: str) -> Response:
+        """A name this index does not hold: sent on to the public index, or 404."""
+        if not self.index.ready:
+            raise _not_ready()  # it may be a project not listed yet: never send it away
+        if self.settings.fallback:
+            location = f"{self.settings.fallback_url.rstrip('/')}/{name}/"
+            return plain(303 if req.version == "1.1" else 302, f"See other: {location}",
+                         [("Location", location)])
+        raise Refusal(404, f"Not found: {name} does not exist")
+
+    def package_file(self, req: Request) -> Response:
+        """/packages/<file> and /packages/<wheel>.metadata."""
+        rel = req.params["path"]
+        if "\x00" in rel or "\\" in rel:
+            raise Refusal(400, "Bad request: bad file name")
+        parts = rel.split("/")
+        if any(p in ("", ".", "..") or p.startswith(".") for p in parts):
+            raise Refusal(404, "Not found")
+        self.index.refresh()
         entry = self.index.file(rel)
         if entry is not None:
-            return entry, False
-        if rel.endswith(METADATA_SUFFIX):
-            wheel = self.index.file(rel[: -len(METADATA_SUFFIX)])
-            if wheel is not None and wheel.is_wheel:
-                return wheel, True
-        return None, False
-
-    def package_file(self, environ: Environ, start_response: StartResponse) -> t.Iterable[bytes]:
-        """/packages/<file> and /packages/<wheel>.metadata."""
-        head = environ.get("REQUEST_METHOD") == "HEAD"
-        rel = _wsgi_text(environ["PATH_INFO"][len("/packages/"):])
-        if "\x00" in rel or "\\" in rel:
-            return _text(start_response, "400 Bad Request", "Bad file name", head=head)
-        parts = rel.split("/")
-        if rel.startswith("/") or any(p in ("", ".", "..") or p.startswith(".") for p in parts):
-            return _text(start_response, "404 Not Found", "Not Found", head=head)
-        self.index.refresh()
-        entry, is_metadata = self._lookup(rel)
-        if entry is not None and not is_metadata:
-            sent = files.send_file(environ, start_response, entry.path, None)
+            sent = files.send_file(req, entry.path, self.file_cache_control)
             if sent is not None:
                 return sent
-        elif entry is not None and entry.metadata_sha256:
-            data = self.index.metadata(entry)
-            if data is not None:
-                etag = '"' + entry.metadata_sha256[:32] + '-m"'
-                return files.send_bytes(environ, start_response, data, etag,
-                                        "text/plain; charset=utf-8")
-        return _text(start_response, "404 Not Found", f"Not Found ({rel} does not exist)",
-                     head=head)
+        elif rel.endswith(METADATA_SUFFIX):
+            wheel = self.index.file(rel[: -len(METADATA_SUFFIX)])
+            if wheel is not None and wheel.is_wheel:
+                return self._metadata(req, wheel)
+        raise Refusal(404, f"Not found: {rel[:100]} does not exist")
+
+    def _metadata(self, req: Request, wheel: FileEntry) -> Response:
+        data = self.index.metadata(wheel)
+        if data is None or not wheel.metadata_sha256:
+            raise Refusal(404, "Not found: no metadata file for this wheel")
+        etag = f'"{wheel.metadata_sha256[:32]}-m"'
+        return files.send_bytes(req, data, etag, "text/plain; charset=utf-8",
+                                [("Cache-Control", self.file_cache_control)])

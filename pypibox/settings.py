@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 ACTIONS = ("update", "download", "list")
 
@@ -20,8 +20,14 @@ DEFAULTS: dict[str, tuple[str, str]] = {
     "PYPI_FALLBACK": ("on", "redirect unknown projects to the public index (on/off)"),
     "PYPI_FALLBACK_URL": ("https://pypi.org/simple/", "where unknown projects are redirected"),
     "PYPI_WORKERS": ("2", "gunicorn worker processes"),
-    "PYPI_THREADS": ("8", "threads per worker for requests that may wait (password checks, uploads)"),
+    "PYPI_THREADS": ("8", "threads per worker for slow work: password checks, pages to render"),
     "PYPI_MAX_UPLOAD_SIZE": ("100M", "largest accepted upload (bytes, or with K/M/G)"),
+    "PYPI_MAX_UPLOADS": ("8", "uploads received at once per worker; more get 503"),
+    "PYPI_MAX_CONNECTIONS": ("1000", "open connections per worker; more wait to be accepted"),
+    "PYPI_HEADER_TIMEOUT": ("20", "seconds a request's line and headers may take"),
+    "PYPI_KEEPALIVE_TIMEOUT": ("15", "seconds an idle connection is kept open"),
+    "PYPI_BODY_TIMEOUT": ("10", "seconds in which a request body must bring 16 KiB (or the rest)"),
+    "PYPI_AUTH_RATE": ("2", "failed password checks per second per address and per user name"),
     "PYPI_BCRYPT_COST": ("12", "bcrypt cost for passwords set by `python -m pypibox adduser`"),
     "PYPI_LOG_LEVEL": ("info", "debug, info, warning or error"),
 }
@@ -49,11 +55,17 @@ class Settings:
     workers: int
     threads: int
     max_upload_size: int
+    max_uploads: int
+    max_connections: int
+    header_timeout: float
+    keepalive_timeout: float
+    body_timeout: float
+    auth_rate: float
     bcrypt_cost: int
     log_level: str
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         """Read and validate every ``PYPI_*`` variable; raise ConfigError on a bad value."""
         env = os.environ if env is None else env
 
@@ -72,6 +84,12 @@ class Settings:
             workers=_int("PYPI_WORKERS", get("PYPI_WORKERS"), 1, 64),
             threads=_int("PYPI_THREADS", get("PYPI_THREADS"), 1, 256),
             max_upload_size=_size("PYPI_MAX_UPLOAD_SIZE", get("PYPI_MAX_UPLOAD_SIZE")),
+            max_uploads=_int("PYPI_MAX_UPLOADS", get("PYPI_MAX_UPLOADS"), 1, 1024),
+            max_connections=_int("PYPI_MAX_CONNECTIONS", get("PYPI_MAX_CONNECTIONS"), 8, 1 << 20),
+            header_timeout=_seconds("PYPI_HEADER_TIMEOUT", get("PYPI_HEADER_TIMEOUT")),
+            keepalive_timeout=_seconds("PYPI_KEEPALIVE_TIMEOUT", get("PYPI_KEEPALIVE_TIMEOUT")),
+            body_timeout=_seconds("PYPI_BODY_TIMEOUT", get("PYPI_BODY_TIMEOUT")),
+            auth_rate=_number("PYPI_AUTH_RATE", get("PYPI_AUTH_RATE"), 0.01, 1000.0),
             bcrypt_cost=_int("PYPI_BCRYPT_COST", get("PYPI_BCRYPT_COST"), 4, 31),
             log_level=_choice("PYPI_LOG_LEVEL", get("PYPI_LOG_LEVEL").lower(),
                               ("debug", "info", "warning", "error")),
@@ -86,6 +104,21 @@ def _int(name: str, raw: str, low: int, high: int) -> int:
     if not low <= value <= high:
         raise ConfigError(f"{name}={raw!r} is out of range ({low} to {high})")
     return value
+
+
+def _number(name: str, raw: str, low: float, high: float) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={raw!r} is out of range ({low:g} to {high:g})")
+    return value
+
+
+def _seconds(name: str, raw: str) -> float:
+    """A duration in seconds (a plain or decimal number, 0.1 to one day)."""
+    return _number(name, raw.lower().removesuffix("s"), 0.1, 86400.0)
 
 
 def _bool(name: str, raw: str) -> bool:
@@ -128,5 +161,6 @@ def _actions(raw: str) -> tuple[str, ...]:
             "(comma separated)"
         )
     if "update" not in parts:
-        raise ConfigError(f"PYPI_AUTHENTICATE={raw!r} must include update: uploads always need a password")
+        raise ConfigError(f"PYPI_AUTHENTICATE={raw!r} must include update: uploads always "
+                          "need a password")
     return tuple(a for a in ACTIONS if a in parts)

@@ -10,7 +10,8 @@ import typing as t
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from .index import FileEntry
+if t.TYPE_CHECKING:
+    from .index import FileEntry
 
 API_VERSION = "1.1"
 JSON = "application/vnd.pypi.simple.v1+json"
@@ -98,7 +99,7 @@ def _page(body: bytes, kind: str) -> Page:
 
 def upload_time(mtime_ns: int) -> str:
     """ISO 8601 UTC with a Z, as PEP 700 asks."""
-    moment = datetime.datetime.fromtimestamp(mtime_ns / 1e9, tz=datetime.timezone.utc)
+    moment = datetime.datetime.fromtimestamp(mtime_ns / 1e9, tz=datetime.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 

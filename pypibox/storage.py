@@ -1,10 +1,15 @@
-"""Package storage: pypiserver's file backend with atomic, never-overwriting uploads."""
+"""Package storage: pypiserver's file backend with atomic, never-overwriting uploads.
+
+An upload is written under a hidden temporary name (with an exclusive ``flock`` held
+until it is in place), synced, checked by the caller, then linked to its real name:
+``os.link`` fails if the name exists, so of two uploads of one new file only one wins,
+and a reader never sees a partial file.
+"""
 
 from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import logging
 import os
 import re
@@ -12,17 +17,25 @@ import socket
 import typing as t
 from pathlib import Path
 
+import pypiserver
 from pypiserver.backend import SimpleFileBackend
-from pypiserver.bottle_wrapper import HTTPError, request
+from pypiserver.core import PkgFile
 
-from . import validate
+from .messages import Refusal
+
+if t.TYPE_CHECKING:
+    from .settings import Settings
 
 log = logging.getLogger("pypibox.storage")
 
 TMP_PREFIX = ".upload-"
 CHUNK = 1 << 20
-#: This process's package index, told of every file stored or removed (readpath sets it).
-INDEX: t.Any = None
+#: Where request bodies arrive, inside the packages volume (same file system, hidden).
+INCOMING = ".pypibox/incoming"
+
+
+class FileExists(Exception):
+    """The name is taken: nothing was stored."""
 
 
 def upload_tmp_name() -> str:
@@ -53,139 +66,145 @@ def clean_stale_uploads(root: Path) -> list[str]:
     so a file nobody holds was left by a killed server. This is safe while other servers
     share the directory, and does not depend on process ids, which a restart reuses.
     """
-    removed = []
-    try:
-        names = os.listdir(root)
-    except OSError:
-        return removed
-    for name in names:
-        path = root / name
-        if name.startswith(TMP_PREFIX) and _owner_gone(path):
-            try:
-                path.unlink()
-                removed.append(name)
-            except OSError:
-                continue
+    removed: list[str] = []
+    for folder in (root, root / INCOMING):
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            path = folder / name
+            if name.startswith(TMP_PREFIX) and _owner_gone(path):
+                try:
+                    path.unlink()
+                    removed.append(name)
+                except OSError:
+                    continue
     if removed:
         log.warning("removed %d unfinished upload(s) left by a stopped server", len(removed))
     return removed
 
 
-def check_filename(filename: str) -> None:
-    """Refuse names that could escape the directory, hide, not fit, or name no distribution."""
-    try:
-        validate.check_name(filename)
-    except validate.InvalidUpload as exc:
-        raise HTTPError(400, str(exc)) from None
+def storage_refusal(exc: OSError, what: str = "stored") -> Refusal:
+    """What the client is told when the disk refuses: full (507), read-only (503) ..."""
+    log.error("package storage: %s", exc.strerror or exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return Refusal(507, f"Insufficient storage: the package disk is full; nothing was {what}")
+    if exc.errno == errno.EROFS:
+        return Refusal(503, f"The package storage is read-only; nothing was {what}")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return Refusal(503, f"The server may not write to its package directory; nothing was "
+                            f"{what}")
+    return Refusal(500, f"Could not write to the package storage; nothing was {what}")
 
 
-def check_request_complete() -> None:
-    """Refuse an upload whose request body ended early: a client that went away mid-upload.
+class UploadFile:
+    """A file being uploaded, under a locked temporary name.
 
-    bottle stops reading at the end of the stream and the form parser keeps what it got, so
-    the size of the body and the closing boundary of the form are checked here.
+    Its body arrives in ``.pypibox/incoming/``; once complete it is staged (renamed, lock
+    and all) to a hidden name beside the packages, checked, then linked into place.
     """
-    env = request.environ
-    expected = request.content_length
-    body = env.get("bottle.request.body")
-    if body is not None and expected >= 0:
-        where = body.tell()
-        size = body.seek(0, os.SEEK_END)
-        body.seek(where)
-        if size < expected:
-            raise HTTPError(400, f"Upload incomplete: the request body ended after {size} of "
-                                 f"{expected} bytes; nothing was stored")
-    form = env.get("_cgi.FieldStorage")
-    parts = getattr(form, "list", None) or []
-    if parts and getattr(parts[-1], "done", 1) != 1:
-        raise HTTPError(400, "Upload incomplete: the form data has no closing boundary; "
-                             "nothing was stored")
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        incoming = root / INCOMING
+        incoming.mkdir(parents=True, exist_ok=True)
+        self.path = incoming / upload_tmp_name()
+        self.size = 0
+        # The lock is held until the file is in place or gone: see clean_stale_uploads.
+        self.handle = open(self.path, "xb")
+        fcntl.flock(self.handle.fileno(), fcntl.LOCK_EX)
+
+    def stage(self) -> Path:
+        """The body is complete: move it beside the packages (one file system, one inode)."""
+        staged = self.root / self.path.name
+        try:
+            self.handle.flush()
+            os.rename(self.path, staged)
+        except OSError as exc:
+            raise storage_refusal(exc) from exc
+        self.path = staged
+        return staged
+
+    def write(self, data: bytes) -> None:
+        """Append bytes (the event loop calls this as the body arrives)."""
+        try:
+            self.handle.write(data)
+        except OSError as exc:
+            raise storage_refusal(exc) from exc
+        self.size += len(data)
+
+    def discard(self) -> None:
+        """Remove the temporary file (nothing happens if it was committed)."""
+        if not self.handle.closed:
+            self.handle.close()
+        self.path.unlink(missing_ok=True)
 
 
-class AtomicFileBackend(SimpleFileBackend):
-    """Writes each upload under a hidden temporary name, then links it into place.
-
-    ``os.link`` fails if the name exists, so two uploads of one new file cannot both
-    win, and a reader never sees a partial file.
-    """
+class AtomicFileBackend(SimpleFileBackend):  # type: ignore[misc]
+    """pypiserver's file backend whose uploads are atomic and never replace a file."""
 
     def __init__(self, config: t.Any) -> None:
         super().__init__(config)
+        self.root = Path(self.roots[0])
         self.overwrite = bool(getattr(config, "overwrite", False))
 
-    def exists(self, filename: str) -> bool:
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AtomicFileBackend:
+        """The backend for our packages directory, configured through pypiserver's Config."""
+        config = pypiserver.Config.default_with_overrides(
+            roots=[settings.packages_dir.resolve()], overwrite=settings.overwrite,
+            hash_algo="sha256", backend_arg="simple-dir")
+        return cls(config)
+
+    def new_upload(self) -> UploadFile:
+        """A temporary file to receive an upload into."""
         try:
-            validate.check_name(filename)
-        except validate.InvalidUpload:
-            return False  # add_package refuses it with the reason
-        return (self.roots[0] / filename).exists() or super().exists(filename)
+            return UploadFile(self.root)
+        except OSError as exc:
+            raise storage_refusal(exc) from exc
+
+    def commit(self, upload: UploadFile, filename: str) -> Path:
+        """Sync the upload and give it its name; FileExists if the name is taken."""
+        dest = self.root / filename
+        try:
+            upload.handle.flush()
+            os.fsync(upload.handle.fileno())
+            if self.overwrite:
+                os.replace(upload.path, dest)
+            else:
+                try:
+                    os.link(upload.path, dest)
+                except FileExistsError:
+                    raise FileExists(filename) from None
+            _fsync_dir(self.root)
+        except OSError as exc:
+            raise storage_refusal(exc) from exc
+        finally:
+            upload.discard()
+        return dest
+
+    def exists(self, filename: str) -> bool:
+        """True if a file of that name is stored (in the top directory, where uploads go)."""
+        return (self.root / filename).exists()
 
     def add_package(self, filename: str, stream: t.BinaryIO) -> None:
-        check_filename(filename)
-        check_request_complete()
-        root = self.roots[0]
-        dest = root / filename
-        tmp = root / upload_tmp_name()
+        """pypiserver's interface: store ``stream`` as ``filename`` (no checks)."""
+        upload = self.new_upload()
         try:
-            # The lock is held until the file is in place: see clean_stale_uploads.
-            with open(tmp, "xb") as out:
-                fcntl.flock(out.fileno(), fcntl.LOCK_EX)
-                try:
-                    for chunk in iter(lambda: stream.read(CHUNK), b""):
-                        out.write(chunk)
-                    out.flush()
-                    os.fsync(out.fileno())
-                    try:
-                        dist = validate.check_file(tmp, filename)
-                    except validate.InvalidUpload as exc:
-                        log.warning("refused an upload: %s", exc)
-                        raise HTTPError(400, str(exc)) from None
-                    if self.overwrite:
-                        os.replace(tmp, dest)
-                    else:
-                        try:
-                            os.link(tmp, dest)
-                        except FileExistsError:
-                            raise _exists_error(filename) from None
-                    _fsync_dir(root)
-                finally:
-                    tmp.unlink(missing_ok=True)
+            for chunk in iter(lambda: stream.read(CHUNK), b""):
+                upload.write(chunk)
+        except BaseException:
+            upload.discard()
+            raise
+        self.commit(upload, filename)
+
+    def remove_file(self, path: str, project: str, version: str) -> None:
+        """Delete one stored file through pypiserver's interface."""
+        try:
+            self.remove_package(PkgFile(project, version, fn=path, root=str(self.root)))
         except OSError as exc:
-            raise _storage_error(exc) from exc
-        if INDEX is not None:
-            INDEX.add(filename, _sha256(dest), dist)
-
-    def remove_package(self, pkg: t.Any) -> None:
-        super().remove_package(pkg)
-        if INDEX is not None and pkg.fn:
-            INDEX.remove(Path(pkg.fn).resolve().relative_to(self.roots[0].resolve()).as_posix())
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _exists_error(filename: str) -> HTTPError:
-    # twine expects 400 for "already exists", as PyPI answers (pypiserver does the same).
-    code = 400 if "twine" in request.headers.get("User-Agent", "") else 409
-    return HTTPError(code, f"File already exists: {filename} (uploads never overwrite; "
-                           "publish a new version)")
-
-
-def _storage_error(exc: OSError) -> HTTPError:
-    log.error("could not store an upload: %s", exc.strerror or exc)
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return HTTPError(507, "Insufficient storage: the package disk is full; nothing was stored")
-    if exc.errno == errno.EROFS:
-        return HTTPError(503, "The package storage is read-only; nothing was stored")
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return HTTPError(503, "The server may not write to its package directory; "
-                              "nothing was stored")
-    return HTTPError(500, "Could not store the package; nothing was stored")
+            raise storage_refusal(exc, "removed") from exc
 
 
 def _fsync_dir(path: Path) -> None:

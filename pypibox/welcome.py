@@ -1,8 +1,15 @@
 """The page shown at ``/``: how to upload to and install from this index, with its own URLs."""
 
-# A bottle SimpleTemplate; pypiserver fills in URL (this server, ending in /), SIMPLE and
-# PACKAGES (paths), NUMPKGS (files held) and VERSION. {{...}} escapes HTML, so <username> shows.
-WELCOME_TEMPLATE = """<!DOCTYPE html>
+from __future__ import annotations
+
+import html
+import string
+
+from . import __version__
+
+# Filled in by render(): $URL (this server, ending in /), $NUMPKGS (files held), $VERSION,
+# $AUTHURL (the index URL with a user and password in it) and $HOST; every value is escaped.
+TEMPLATE = string.Template("""<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -25,11 +32,11 @@ code { font-family: ui-monospace, monospace; }
 </head>
 <body>
 <h1>Private Python package index</h1>
-<p class="count" id="count">This index holds <strong id="numpkgs">{{NUMPKGS}}</strong> package files.
-Browse the <a href="{{SIMPLE}}">simple index</a> or <a href="{{PACKAGES}}">all files</a>.</p>
+<p class="count" id="count">This index holds <strong id="numpkgs">$NUMPKGS</strong> package files.
+Browse the <a href="${URL}simple/">simple index</a> or <a href="${URL}packages/">all files</a>.</p>
 <table class="urls">
-<tr><td>Install from (pip, uv)</td><td><code id="index-url">{{URL}}simple/</code></td></tr>
-<tr><td>Upload to (twine, uv, hatch)</td><td><code id="upload-url">{{URL}}</code></td></tr>
+<tr><td>Install from (pip, uv)</td><td><code id="index-url">${URL}simple/</code></td></tr>
+<tr><td>Upload to (twine, uv, hatch)</td><td><code id="upload-url">$URL</code></td></tr>
 </table>
 
 <h2>Install from it</h2>
@@ -37,27 +44,27 @@ Browse the <a href="{{SIMPLE}}">simple index</a> or <a href="{{PACKAGES}}">all f
 <div>
 <p>pip: put this in <code>~/.config/pip/pip.conf</code></p>
 <pre id="pipconf">[global]
-index-url = {{URL}}simple/</pre>
+index-url = ${URL}simple/</pre>
 </div>
 <div>
 <p>uv: put this in your project's <code>pyproject.toml</code></p>
 <pre id="uvindex">[[tool.uv.index]]
 name = "private"
-url = "{{URL}}simple/"</pre>
+url = "${URL}simple/"</pre>
 </div>
 </div>
 <p>or once:</p>
-<pre id="pip-once">pip install --index-url {{URL}}simple/ &lt;package&gt;</pre>
-<pre id="uv-once">uv pip install --index-url {{URL}}simple/ &lt;package&gt;</pre>
+<pre id="pip-once">pip install --index-url ${URL}simple/ &lt;package&gt;</pre>
+<pre id="uv-once">uv pip install --index-url ${URL}simple/ &lt;package&gt;</pre>
 <p class="note">Projects this index does not hold are sent on to the public index, unless the
 administrator turned that off. Prefer <code>index-url</code> to <code>extra-index-url</code>: with
 <code>extra-index-url</code> pip takes the highest version from any index, so a public package with
 the name of a private one and a higher version would win.</p>
 <p>If downloads need a password, give it in the URL:</p>
-<pre id="pip-auth">pip install --index-url {{URL.replace("://", "://<username>:<password>@", 1)}}simple/ &lt;package&gt;</pre>
+<pre id="pip-auth">pip install --index-url ${AUTHURL}simple/ &lt;package&gt;</pre>
 <div class="cols">
 <p>or in <code>~/.netrc</code>, which pip and uv read (then the URLs above need no password):</p>
-<pre id="netrc">machine {{URL.split("/")[2].rsplit(":", 1)[0]}}
+<pre id="netrc">machine $HOST
 login &lt;username&gt;
 password &lt;password&gt;</pre>
 </div>
@@ -74,15 +81,27 @@ index-servers =
   local
 
 [local]
-repository = {{URL}}
+repository = $URL
 username = &lt;username&gt;
 password = &lt;password&gt;</pre>
 </div>
 <p>then, from the folder holding <code>dist/</code>, one of:</p>
 <pre id="twine">twine upload -r local dist/*</pre>
-<pre id="uv-publish">uv publish --publish-url {{URL}} --username &lt;username&gt; --password &lt;password&gt;</pre>
-<pre id="hatch-publish">hatch publish -r {{URL}} -u &lt;username&gt; -a &lt;password&gt; dist/*</pre>
-<p class="note"><small>pypiserver {{VERSION}}</small></p>
+<pre id="uv-publish">uv publish --publish-url $URL --username &lt;username&gt; \
+--password &lt;password&gt;</pre>
+<pre id="hatch-publish">hatch publish -r $URL -u &lt;username&gt; -a &lt;password&gt; dist/*</pre>
+<p class="note"><small>pypibox $VERSION, on pypiserver $PYPISERVER</small></p>
 </body>
 </html>
-"""
+""")
+
+
+def render(url: str, files: int) -> bytes:
+    """The front page for a server reached at ``url`` (ending in ``/``) holding ``files``."""
+    import pypiserver
+
+    host = url.split("/")[2].rsplit(":", 1)[0]
+    values = {"URL": url, "NUMPKGS": str(files), "VERSION": __version__,
+              "PYPISERVER": pypiserver.__version__, "HOST": host,
+              "AUTHURL": url.replace("://", "://<username>:<password>@", 1)}
+    return TEMPLATE.substitute({k: html.escape(v) for k, v in values.items()}).encode("utf-8")

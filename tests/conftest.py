@@ -118,7 +118,7 @@ class Server:
                 self.proc.wait()
         return self.proc.returncode
 
-    def start(self, wait: bool = True) -> "Server":
+    def start(self, wait: bool = True) -> Server:
         env = clean_env(
             PYPI_HOST="127.0.0.1", PYPI_PORT=str(self.port),
             PYPI_PACKAGES_DIR=str(self.packages), PYPI_HTPASSWD=str(self.htpasswd),

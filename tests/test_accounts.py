@@ -9,8 +9,8 @@ import sys
 import time
 
 from conftest import PASSWORD, ROOT, add_user, basic, clean_env, make_server
-from test_server import post, upload_form
 from pkgfactory import make_wheel
+from test_server import post, upload_form
 
 
 def pypibox(*args: str, stdin: str | None = None, **env: str) -> subprocess.CompletedProcess:

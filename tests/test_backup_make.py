@@ -15,7 +15,6 @@ import tarfile
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, clean_env
 
 STUB = r'''#!/usr/bin/env python3

@@ -15,7 +15,6 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-
 from conftest import PASSWORD, clean_env, make_server, run, venv_bin
 from pkgfactory import make_sdist, make_wheel
 
@@ -298,13 +297,15 @@ def test_protected_netrc_for_pip_and_uv(protected, venv, tmp_path):
 
 
 def test_protected_without_a_password_pip_fails_without_prompting(protected, venv, tmp_path):
+    """A user name without a password gets the 401 challenge (pip's keyring and prompt then
+    apply); with --no-input pip fails with nothing to answer it."""
     user_only = protected.url.replace("http://", "http://alice@") + "/simple/"
     result = pip(venv, tmp_path, f"--no-input --index-url {user_only} pbx-dep")
     assert result.returncode != 0
     assert "No matching distribution found for pbx-dep" in out(result)
     assert "pbx-dep" not in installed(venv)
     verbose = pip(venv, tmp_path, f"-vv --no-input --index-url {user_only} pbx-dep")
-    assert "403 Client Error: Forbidden" in out(verbose)
+    assert "401 Client Error: Unauthorized" in out(verbose)
     anonymous = pip(venv, tmp_path, f"-vv --no-input --index-url {protected.url}/simple/ pbx-dep")
     assert anonymous.returncode != 0
     assert "401 Client Error: Unauthorized" in out(anonymous)

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import PASSWORD, basic, clean_env, http, make_server, venv_bin
 from pkgfactory import make_sdist, make_wheel
 
@@ -32,9 +31,27 @@ def srv(tmp_path_factory):
     server.stop()
 
 
-def sh(command: str, cwd: Path, home: Path, **extra: str) -> subprocess.CompletedProcess:
+@pytest.fixture(scope="module")
+def seed_python(tmp_path_factory) -> str:
+    """A new venv's bin folder: python3 with the setuptools its Python bundles, as a user's.
+
+    The test venv's own setuptools is newer (pipenv needs one), and newer distutils no
+    longer print what `register` and `upload` answer. The test venv's packages stay
+    importable after the new venv's own (docutils, for the `check` trap below).
+    """
+    base = tmp_path_factory.mktemp("seed-venv") / "venv"
+    python = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([python, "-m", "venv", str(base)], check=True, capture_output=True)
+    site = next(base.glob("lib/python*/site-packages"))
+    test_site = next(Path(sys.prefix).glob("lib/python*/site-packages"))
+    (site / "zz-test-venv.pth").write_text(f"{test_site}\n")
+    return str(base / "bin")
+
+
+def sh(command: str, cwd: Path, home: Path, bin_dir: str = VENV_BIN,
+       **extra: str) -> subprocess.CompletedProcess:
     """Run one README command line as a user would, with the test venv first on PATH."""
-    env = clean_env(HOME=str(home), PATH=f"{VENV_BIN}:{os.environ['PATH']}", **extra)
+    env = clean_env(HOME=str(home), PATH=f"{bin_dir}:{VENV_BIN}:{os.environ['PATH']}", **extra)
     for tool in ("python3", "twine", "uv", "hatch"):
         venv_bin(tool)
     return subprocess.run(["sh", "-c", command], cwd=cwd, env=env, capture_output=True,
@@ -97,17 +114,17 @@ def listed(srv, project: str) -> str:
 # --- setup.py register / upload (distutils) ---------------------------------------------------
 
 @needs_distutils
-def test_setup_py_register_and_sdist_upload_as_readme_shows(srv, tmp_path):
+def test_setup_py_register_and_sdist_upload_as_readme_shows(srv, tmp_path, seed_python):
     home = tmp_path / "home"
     write_pypirc(home, srv.url)
     project = seed_project(tmp_path, "seed-register", "1.0.0")
 
-    register = sh("python3 setup.py register -r local", project, home)
+    register = sh("python3 setup.py register -r local", project, home, seed_python)
     assert register.returncode == 0, out(register)
     assert "Server response (200): OK" in out(register)
     assert srv.get("/simple/seed-register/").status != 200  # register stores nothing
 
-    upload = sh("python3 setup.py sdist upload -r local", project, home)
+    upload = sh("python3 setup.py sdist upload -r local", project, home, seed_python)
     assert upload.returncode == 0, out(upload)
     assert "Server response (200): OK" in out(upload)
     assert "seed_register-1.0.0.tar.gz" in listed(srv, "seed-register") or \
@@ -115,35 +132,38 @@ def test_setup_py_register_and_sdist_upload_as_readme_shows(srv, tmp_path):
 
 
 @needs_distutils
-def test_register_check_trap_without_long_description_and_both_ways_out(srv, tmp_path):
+def test_register_check_trap_without_long_description_and_both_ways_out(srv, tmp_path,
+                                                                       seed_python):
     """setuptools' distutils + docutils: `check` dies without long_description (README says so)."""
     assert importlib.util.find_spec("docutils") is not None  # twine brings it into the test venv
     home = tmp_path / "home"
     write_pypirc(home, srv.url)
     project = seed_project(tmp_path, "seed-trap", "1.0.0", long_description=False)
 
-    trapped = sh("python3 setup.py register -r local", project, home)
+    trapped = sh("python3 setup.py register -r local", project, home, seed_python)
     assert trapped.returncode != 0
     assert "expected string or bytes-like object, got 'NoneType'" in out(trapped)
 
-    stdlib = sh("SETUPTOOLS_USE_DISTUTILS=stdlib python3 setup.py register -r local", project, home)
+    stdlib = sh("SETUPTOOLS_USE_DISTUTILS=stdlib python3 setup.py register -r local", project,
+                home, seed_python)
     assert stdlib.returncode == 0, out(stdlib)
     assert "Server response (200): OK" in out(stdlib)
     upload = sh("SETUPTOOLS_USE_DISTUTILS=stdlib python3 setup.py sdist upload -r local",
-                project, home)
+                project, home, seed_python)
     assert upload.returncode == 0, out(upload)
     assert "1.0.0.tar.gz" in listed(srv, "seed-trap")
 
 
 @needs_distutils
-def test_setup_py_upload_errors_wrong_password_existing_file_missing_section(srv, tmp_path):
+def test_setup_py_upload_errors_wrong_password_existing_file_missing_section(srv, tmp_path,
+                                                                             seed_python):
     home = tmp_path / "home"
     write_pypirc(home, srv.url)
     project = seed_project(tmp_path, "seed-errors", "1.0.0")
-    first = sh("python3 setup.py sdist upload -r local", project, home)
+    first = sh("python3 setup.py sdist upload -r local", project, home, seed_python)
     assert first.returncode == 0, out(first)
 
-    again = sh("python3 setup.py sdist upload -r local", project, home)
+    again = sh("python3 setup.py sdist upload -r local", project, home, seed_python)
     assert again.returncode != 0
     assert "Upload failed (409)" in out(again)
     assert "already exists" in out(again)
@@ -151,13 +171,13 @@ def test_setup_py_upload_errors_wrong_password_existing_file_missing_section(srv
     bad_home = tmp_path / "bad-home"
     write_pypirc(bad_home, srv.url, password="not-the-password")
     (project / "setup.py").write_text((project / "setup.py").read_text().replace("1.0.0", "1.0.1"))
-    wrong = sh("python3 setup.py sdist upload -r local", project, bad_home)
+    wrong = sh("python3 setup.py sdist upload -r local", project, bad_home, seed_python)
     assert wrong.returncode != 0
     assert "Upload failed (403): Forbidden: wrong user name or password" in out(wrong)
     assert "1.0.1" not in listed(srv, "seed-errors")
 
     # distutils' own message for a name missing from ~/.pypirc is obscure; twine's is clear.
-    missing = sh("python3 setup.py sdist upload -r nosuch", project, home)
+    missing = sh("python3 setup.py sdist upload -r nosuch", project, home, seed_python)
     assert missing.returncode != 0
     assert "unsupported schema" in out(missing)
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import fnmatch
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, venv_bin
 
 DOCKERFILES = {"server": ROOT / "Dockerfile", "auth": ROOT / "auth" / "Dockerfile"}

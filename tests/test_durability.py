@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import PASSWORD, ROOT, Server, basic, clean_env, free_port, http, make_server
 from pkgfactory import make_wheel
 

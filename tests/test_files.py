@@ -6,7 +6,6 @@ import http.client as httpclient
 import os
 
 import pytest
-
 from conftest import PASSWORD, basic, http
 from pkgfactory import make_sdist, make_wheel
 

@@ -14,15 +14,14 @@ import os
 import socket
 import tarfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
+from conftest import PASSWORD, make_server
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from conftest import PASSWORD, make_server
 from pkgfactory import make_sdist, make_wheel
 
 LIMIT = 1 << 20  # PYPI_MAX_UPLOAD_SIZE of the server under attack

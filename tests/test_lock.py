@@ -6,7 +6,6 @@ import re
 import sys
 
 import pytest
-
 from conftest import ROOT, run
 
 PYTHON = re.search(r"python:(\d+\.\d+)", (ROOT / "Dockerfile").read_text()).group(1)

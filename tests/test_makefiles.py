@@ -10,7 +10,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, add_user, clean_env
 from ptyrun import run_in_pty
 

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT, add_user, clean_env, make_server
 
 # As root, permission bits only bind once the capabilities that override them are gone.

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import re
 import subprocess
 import sys
 import threading
 
 import pytest
-
 from conftest import PASSWORD, basic, clean_env, http, run, venv_bin
 from pkgfactory import make_sdist, make_wheel
 

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import PASSWORD, basic, clean_env, http, run, venv_bin
 from pkgfactory import make_sdist, make_wheel
 

@@ -16,7 +16,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-
 from conftest import PASSWORD, basic, clean_env, http
 from pkgfactory import make_sdist, make_wheel
 

@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-from .engine import Engine, EngineUnavailable
 from conftest import PASSWORD, add_user, free_port
 
+from .engine import Engine, EngineUnavailable
 from .harness import AUTH_IMAGE, IMAGE, ROOT, Deployment, copy_repo, make, out, unique
 from .standin import provide_bases
 

@@ -11,12 +11,19 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import PASSWORD, htpasswd_bin
 from pkgfactory import make_wheel
 
-from .harness import AUTH_IMAGE, Terminal, copy_repo, make, make_terminal, out, unique, \
-    upload_status
+from .harness import (
+    AUTH_IMAGE,
+    Terminal,
+    copy_repo,
+    make,
+    make_terminal,
+    out,
+    unique,
+    upload_status,
+)
 
 pytestmark = [pytest.mark.container, pytest.mark.timeout(1200)]
 

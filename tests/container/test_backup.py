@@ -8,7 +8,6 @@ import hashlib
 import tarfile
 
 import pytest
-
 from conftest import http
 
 from .harness import out

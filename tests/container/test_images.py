@@ -7,7 +7,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import PASSWORD, add_user
 
 from .harness import AUTH_IMAGE, IMAGE, copy_repo

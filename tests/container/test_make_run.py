@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import http, run
 from pkgfactory import make_sdist, make_wheel
 

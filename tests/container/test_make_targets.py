@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-
 from conftest import http
 
 from .harness import AUTH_IMAGE, IMAGE, out, unique

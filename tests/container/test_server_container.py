@@ -7,7 +7,6 @@ import hashlib
 import time
 
 import pytest
-
 from conftest import http
 
 pytestmark = [pytest.mark.container, pytest.mark.timeout(1200)]
