@@ -235,6 +235,22 @@ class IndexDB:
             self._pointer_key = key
             self.epoch += 1
 
+    def cut_short(self) -> bool:
+        """The file is shorter than its own header says (SQLite writes page 1 first in a
+        checkpoint, so one look can be wrong: the maintainer looks twice)."""
+        if self._fd is None:
+            return False
+        try:
+            head = os.pread(self._fd, 100, 0)
+            size = os.fstat(self._fd).st_size
+        except OSError:
+            return False
+        if len(head) < 100 or head[24:28] != head[92:96]:
+            return False  # the in-header size is not valid
+        page = int.from_bytes(head[16:18], "big")
+        page = 65536 if page == 1 else page
+        return size < int.from_bytes(head[28:32], "big") * page
+
     def intact(self) -> bool:
         """The open instance still starts like an SQLite database and was not deleted."""
         if self._fd is None:

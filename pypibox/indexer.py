@@ -86,6 +86,7 @@ class Maintainer:
         self._lock_file: t.BinaryIO | None = None
         self._lock_key: tuple[int, int] | None = None
         self._instance = ""
+        self._short = 0
         self._notify: watch.Inotify | None = None
         self._wds: dict[int, str] = {}
         self._dirs: dict[str, tuple[int, bool]] = {}   # dir -> (mtime_ns, racy)
@@ -302,7 +303,8 @@ class Maintainer:
         if self.db.pointer_moved() or self.db.instance != self._instance:
             raise _Restart()
         size = self._size()
-        if not self.db.intact() or size < self._db_size:
+        self._short = self._short + 1 if self.db.cut_short() else 0
+        if not self.db.intact() or size < self._db_size or self._short >= 2:
             log.warning("the index database %s was damaged or cut short: rebuilding it from "
                         "the files", self.db.instance)
             self.db.rebuild(self.db.instance)
