@@ -570,10 +570,13 @@ class PackageIndex:
         return [ProjectSummary(*r) for r in rows], total
 
     def files_page(self, offset: int, limit: int) -> tuple[list[FileEntry], int]:
-        """Stored files ordered by path, from ``offset``; and how many there are in all."""
+        """Stored files ordered by path, from ``offset``; and how many there are in all.
+
+        Files seen but not read yet are included (their sha256 is "" until read).
+        """
         try:
             rows = self.db.conn().execute(
-                SELECT + " WHERE state = 1 AND project != '' ORDER BY relpath LIMIT ? OFFSET ?",
+                SELECT + " WHERE state = 0 OR project != '' ORDER BY relpath LIMIT ? OFFSET ?",
                 (limit, offset)).fetchall()
             total = self.db.totals()[0]
         except sqlite3.DatabaseError as exc:

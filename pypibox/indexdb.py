@@ -30,7 +30,7 @@ log = logging.getLogger("pypibox.indexdb")
 
 STATE_DIR = ".pypibox"
 POINTER = "index.current"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MAGIC = "pypibox-index"
 _INSTANCE = re.compile(r"index-[0-9a-f]{16}\.sqlite3")
 #: Changes kept for readers that are behind; older ones make a reader forget everything.
@@ -74,14 +74,14 @@ CREATE TABLE changes(gen INTEGER PRIMARY KEY AUTOINCREMENT, project TEXT, relpat
 CREATE TABLE totals(one INTEGER PRIMARY KEY CHECK (one = 1), files INTEGER NOT NULL,
                     bytes INTEGER NOT NULL, projects INTEGER NOT NULL);
 INSERT INTO totals VALUES (1, 0, 0, 0);
--- totals count the files that are read and listed or served (state 1, a project)
-CREATE TRIGGER files_ins AFTER INSERT ON files WHEN NEW.state = 1 AND NEW.project != ''
+-- totals count the files stored (read, or seen and not read yet), not those of no project
+CREATE TRIGGER files_ins AFTER INSERT ON files WHEN NEW.state = 0 OR NEW.project != ''
     BEGIN UPDATE totals SET files = files + 1, bytes = bytes + NEW.size; END;
-CREATE TRIGGER files_del AFTER DELETE ON files WHEN OLD.state = 1 AND OLD.project != ''
+CREATE TRIGGER files_del AFTER DELETE ON files WHEN OLD.state = 0 OR OLD.project != ''
     BEGIN UPDATE totals SET files = files - 1, bytes = bytes - OLD.size; END;
-CREATE TRIGGER files_upd_old AFTER UPDATE ON files WHEN OLD.state = 1 AND OLD.project != ''
+CREATE TRIGGER files_upd_old AFTER UPDATE ON files WHEN OLD.state = 0 OR OLD.project != ''
     BEGIN UPDATE totals SET files = files - 1, bytes = bytes - OLD.size; END;
-CREATE TRIGGER files_upd_new AFTER UPDATE ON files WHEN NEW.state = 1 AND NEW.project != ''
+CREATE TRIGGER files_upd_new AFTER UPDATE ON files WHEN NEW.state = 0 OR NEW.project != ''
     BEGIN UPDATE totals SET files = files + 1, bytes = bytes + NEW.size; END;
 CREATE TRIGGER projects_ins AFTER INSERT ON projects
     BEGIN UPDATE totals SET projects = projects + 1; END;

@@ -91,6 +91,7 @@ class Maintainer:
         self._wds: dict[int, str] = {}
         self._dirs: dict[str, tuple[int, bool]] = {}   # dir -> (mtime_ns, racy)
         self._dirty: dict[str, float] = {}             # relpath -> when to look at it
+        self._urgent: dict[str, None] = {}             # pending files events named: read first
         self._subtrees: set[str] = set()
         self._full = False
         self._cursor = ""
@@ -183,6 +184,7 @@ class Maintainer:
         self._dirty.clear()
         self._subtrees.clear()
         self._skip.clear()
+        self._urgent.clear()
         self._cursor = ""
         if self._notify is not None:
             self._notify.close()
@@ -583,59 +585,45 @@ class Maintainer:
             self._full = True
 
     def _settle(self, force: bool = False) -> None:
-        """Look at the files whose events have settled (all, with ``force``): read them, or
-        forget them."""
+        """Write what happened to the files whose events have settled (all, with ``force``):
+        gone ones are forgotten, new and changed ones stored as seen, to be read next (by the
+        background reading, first in line, or by a reader that needs them sooner)."""
         now = time.monotonic()
         due = [p for p, when in self._dirty.items() if force or when <= now]
         if not due:
             return
         for relpath in due:
             self._dirty.pop(relpath, None)
-        results: list[tuple[str, distmeta.Facts | None, bool]] = []
-        for relpath in due:
-            path = self._abs(relpath)
-            key = distmeta.stat_key(path)
-            row = self.db.file_row(relpath)
-            if key is None:
-                if row is not None:
-                    results.append((relpath, None, True))
-                continue
-            if row is not None and row[8] != 0 and (row[5], row[6], row[7]) == tuple(key):
-                continue  # already known as it is (an upload through the API, or a touch)
-            facts = distmeta.examine(path, relpath, self._signed(relpath))
-            if facts is None:
-                if distmeta.stat_key(path) != key:
-                    self._dirty[relpath] = time.monotonic() + QUIET  # still changing
-                continue
-            results.append((relpath, facts, False))
-        if results:
-            self._write_facts(results)
-
-    def _signed(self, relpath: str) -> tuple[str, str, str] | None:
-        if not relpath.endswith(".asc"):
-            return None
-        row = self.db.file_row(relpath[:-4])
-        if row is None or row[8] != 1:
-            return None
-        return (row[2], row[3], row[4])
-
-    def _write_facts(self, results: list[tuple[str, distmeta.Facts | None, bool]]) -> None:
         with self.db.write() as cur:
             touched = set()
-            for relpath, facts, remove in results:
-                row = cur.execute("SELECT project FROM files WHERE relpath = ?",
-                                  (relpath,)).fetchone()
-                if row is not None:
-                    touched.add(row[0])
-                    self.db.change(cur, row[0], relpath)
-                    if remove:
+            for relpath in due:
+                key = distmeta.stat_key(self._abs(relpath))
+                row = cur.execute("SELECT project, state, size, mtime_ns, ino FROM files "
+                                  "WHERE relpath = ?", (relpath,)).fetchone()
+                if key is None:
+                    if row is not None:
                         self.db.delete(cur, relpath)
-                if facts is not None:
-                    self.db.put(cur, relpath, facts)
-                    touched.add(facts.project)
-                    self.db.change(cur, facts.project, relpath)
-            self.db.refresh_projects(cur, touched - {""}, self._last(cur))
-        self.index.changed_here()
+                        self.db.change(cur, row[0], relpath)
+                        touched.add(row[0])
+                    continue
+                if row is not None and row[1] != 0 and tuple(row[2:5]) == tuple(key):
+                    continue  # known as it is (an upload through the API, or a touch)
+                if row is not None:
+                    project, version = row[0], ""
+                else:
+                    guessed = distmeta.quick_guess(relpath.rsplit("/", 1)[-1])
+                    project, version = guessed if guessed else ("", "")
+                name = relpath.rsplit("/", 1)[-1]
+                self.db.put_pending(cur, [(relpath, distmeta.kind_of(name), project, version,
+                                           key.size, key.mtime_ns, key.ino)])
+                self.db.change(cur, project, relpath)
+                touched.add(project)
+                if len(self._urgent) < MAX_DIRTY:
+                    self._urgent[relpath] = None
+            if touched:
+                self.db.refresh_projects(cur, touched - {""}, self._last(cur))
+        if touched:
+            self.index.changed_here()
 
     def _poll(self) -> None:
         """Without inotify: list again every directory whose mtime moved (or was too recent)."""
@@ -652,21 +640,26 @@ class Maintainer:
 
     # -- reading in the background -------------------------------------------------------------
     def _examine_some(self) -> bool:
-        """Read a batch of pending files; True if there may be more to do."""
+        """Read pending files for at most BATCH_SECONDS: those events named first, then the
+        rest in path order. True if there may be more to do."""
         conn = self.db.conn()
-        rows = conn.execute(
-            "SELECT relpath, project FROM files WHERE state = 0 AND relpath > ? "
-            "ORDER BY relpath LIMIT ?", (self._cursor, BATCH)).fetchall()
-        if not rows:
+        urgent = list(itertools.islice(self._urgent, BATCH))
+        for relpath in urgent:
+            self._urgent.pop(relpath, None)
+        rows = [r[0] for r in conn.execute(
+            "SELECT relpath FROM files WHERE state = 0 AND relpath > ? ORDER BY relpath "
+            "LIMIT ?", (self._cursor, BATCH)).fetchall()]
+        if not rows and not urgent:
             if self._cursor:
                 self._cursor = ""
                 return True
             return False
-        self._cursor = rows[-1][0]
         deadline = time.monotonic() + BATCH_SECONDS
         now = time.monotonic()
         results: list[tuple[str, distmeta.Facts | None, bool]] = []
-        for relpath, _project in rows:
+        for position, relpath in enumerate(urgent + rows):
+            if position >= len(urgent):
+                self._cursor = relpath
             if self._skip.get(relpath, 0.0) > now:
                 continue
             facts = self.index.read_pending(relpath, write=False)
@@ -674,10 +667,12 @@ class Maintainer:
                 if distmeta.stat_key(self._abs(relpath)) is None:
                     results.append((relpath, None, True))
                 elif len(self._skip) < MAX_DIRTY:
-                    self._skip[relpath] = now + 1.0
+                    self._skip[relpath] = now + 1.0  # changing: again in a second
             else:
                 results.append((relpath, facts, False))
             if time.monotonic() > deadline:
+                for rest in urgent[position + 1:]:
+                    self._urgent[rest] = None
                 break
         if results:
             self.index.store_read(results)
