@@ -204,14 +204,21 @@ def measure(files: int, workdir: Path, htpasswd: Path, credentials: str,
         out["project_warm_errors"] = res.errors
         for key, path in (("simple", "/simple/"), ("packages", "/packages/")):
             status, body, first = _get(srv.url + path)
-            status2, _b, again = _get(srv.url + path)
-            assert status == status2 == 200, (path, status, status2)
-            out[f"{key}_first_ms"], out[f"{key}_again_ms"] = first * 1000, again * 1000
+            assert status == 200, (path, status)
+            again = []
+            for _ in range(6):  # both workers have it rendered after a few
+                status, _b, took = _get(srv.url + path)
+                assert status == 200, (path, status)
+                again.append(took)
+            out[f"{key}_first_ms"], out[f"{key}_again_ms"] = first * 1000, min(again) * 1000
             out[f"{key}_bytes"] = len(body)
 
         other = Server(workdir, packages, htpasswd, f"other-{files}")
         other.wait(_target_ok, 600)
         uploads = clients_files(workdir)
+        # The first upload of each worker checks the password (bcrypt, cost 12): not counted.
+        clients.upload(srv.url, uploads[-2:], credentials, connections=2)
+        uploads = uploads[:-2]
         res_up = clients.upload(srv.url, uploads[:UPLOADS], credentials, connections=1)
         out["upload_p50_ms"], out["upload_p99_ms"] = res_up.p50_ms, res_up.p99_ms
         out["upload_errors"] = res_up.errors
@@ -244,7 +251,7 @@ def clients_files(workdir: Path) -> list[Path]:
     dest = workdir / "upload-src"
     if not dest.exists():
         dest.mkdir()
-        for i in range(UPLOADS + 10):
+        for i in range(UPLOADS + 12):
             make_wheel(dest, f"uploaded{i:04d}", "1.0")
     return sorted(dest.glob("*.whl"))
 
@@ -259,10 +266,10 @@ ROWS = [
     ("warm /simple/<project>/, req/s (wrk -c16)", "project_warm_rps", "{:,.0f}"),
     ("warm /simple/<project>/, p50", "project_warm_p50_ms", "{:.2f} ms"),
     ("/simple/ (all projects), first", "simple_first_ms", "{:,.0f} ms"),
-    ("/simple/, again (cached page)", "simple_again_ms", "{:,.1f} ms"),
+    ("/simple/, again (cached page, best of 6)", "simple_again_ms", "{:,.1f} ms"),
     ("/simple/ size", "simple_bytes", "{:,} bytes"),
     ("/packages/ (first page of 20,000), first", "packages_first_ms", "{:,.0f} ms"),
-    ("/packages/, again", "packages_again_ms", "{:,.1f} ms"),
+    ("/packages/, again (best of 6)", "packages_again_ms", "{:,.1f} ms"),
     (f"upload latency p50 ({UPLOADS} uploads, one at a time)", "upload_p50_ms", "{:.1f} ms"),
     ("upload latency p99", "upload_p99_ms", "{:.1f} ms"),
     ("a second server on the directory lists the upload, median", "other_sees_upload_ms",

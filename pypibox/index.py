@@ -137,18 +137,22 @@ class PackageIndex:
         self.maintainer = Maintainer(self)
         self.maintainer.start()
         # A new index lists the tree first (a small one in milliseconds): wait for that a
-        # while rather than answer 503 at once; a large one is listed in the background.
+        # while rather than answer 503 at once, and for the reading of a small tree too; a
+        # large one is read in the background.
         deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and (not self._ready or self._any_pending()):
+        while time.monotonic() < deadline and (not self._ready or self._few_pending()):
             time.sleep(0.01)
             self.refresh()
 
-    def _any_pending(self) -> bool:
+    def _few_pending(self) -> bool:
+        """Some files are not read yet, but few (a small tree, read in a second or so)."""
         try:
-            return self.db.conn().execute(
-                "SELECT 1 FROM files WHERE state = 0 LIMIT 1").fetchone() is not None
+            count = self.db.conn().execute(
+                "SELECT count(*) FROM (SELECT 1 FROM files WHERE state = 0 LIMIT 3001)"
+            ).fetchone()[0]
         except sqlite3.DatabaseError:
             return False
+        return 0 < count <= 3000
 
     def _state_dir(self) -> str:
         state = os.path.join(self.root, STATE_DIR)
