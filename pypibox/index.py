@@ -152,7 +152,7 @@ class PackageIndex:
             ).fetchone()[0]
         except sqlite3.DatabaseError:
             return False
-        return 0 < count <= 3000
+        return 0 < int(count) <= 3000
 
     def _state_dir(self) -> str:
         state = os.path.join(self.root, STATE_DIR)
