@@ -120,9 +120,9 @@ class ReadPath:
     def root_page(self, req: Request) -> Response:
         """/simple/: every project."""
         kind = self._kind(req)
-        self.index.sync()  # what was copied in a moment ago is listed
         if not self.index.ready:
             raise _not_ready()
+        self.index.sync()  # what was copied in a moment ago is listed
         stamp = self.index.generation
         page = self.pages.get(("", kind), stamp)
         if page is None:
@@ -142,7 +142,7 @@ class ReadPath:
         kind = self._kind(req)
         self.index.refresh()
         stamp = self.index.project_stamp(name)
-        if stamp is None and self.index.sync():
+        if stamp is None and self.index.ready and self.index.sync():
             stamp = self.index.project_stamp(name)  # copied in a moment ago, perhaps
         if stamp is None:
             return self.unknown_project(req, name)
