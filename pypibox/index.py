@@ -271,6 +271,9 @@ class PackageIndex:
         if self._quiet(state):
             self.refresh()
             return True
+        if state.walking():
+            self.refresh()
+            return False  # the maintainer compares the tree with the index: answer as is
         if state.acked() < start:
             state.request()
             deadline = start + int(timeout * 1e9)
@@ -513,19 +516,23 @@ class PackageIndex:
             self.store_read(results)
 
     def store_read(self, results: list[tuple[str, distmeta.Facts | None, bool]]) -> None:
-        """Write facts read of pending files, unless the row changed meanwhile."""
+        """Write facts read of files (or that they are gone), if they still describe the
+        file as it is: it is looked at again inside the transaction."""
         with self.db.write() as cur:
             touched = set()
             for relpath, facts, gone in results:
                 row = cur.execute("SELECT project, state, size, mtime_ns, ino FROM files "
                                   "WHERE relpath = ?", (relpath,)).fetchone()
                 if row is None:
-                    continue
-                if gone:
+                    continue  # forgotten meanwhile; an event brings it back if it is there
+                now = distmeta.stat_key(os.path.join(self.root, relpath))
+                if now is None:
                     self.db.delete(cur, relpath)
-                elif facts is None or row[1] != 0 or \
-                        (row[2], row[3], row[4]) != (facts.size, facts.mtime_ns, facts.ino):
-                    continue  # read by someone else, or changed again: left to its event
+                elif gone or facts is None or \
+                        tuple(now) != (facts.size, facts.mtime_ns, facts.ino):
+                    continue  # changed again: its event follows
+                elif row[1] == 1 and tuple(row[2:5]) == tuple(now):
+                    continue  # read by someone else already
                 else:
                     self.db.put(cur, relpath, facts)
                     touched.add(facts.project)

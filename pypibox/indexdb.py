@@ -562,6 +562,15 @@ class SyncState:
                            + root_mtime.to_bytes(8, "little"))
         self._map[0:8] = (seq + 1).to_bytes(8, "little")
 
+    def walking(self) -> bool:
+        """The maintainer is comparing the tree with the database (at its start, after an
+        overflow): it cannot acknowledge until that is done, so readers do not wait."""
+        return self._map[32:33] == b"\x01"
+
+    def set_walking(self, walking: bool) -> None:
+        """Say whether a walk of the whole tree is under way."""
+        self._map[32:33] = b"\x01" if walking else b"\x00"
+
     def request(self) -> None:
         """Ask the maintainer for an acknowledgement."""
         try:

@@ -419,13 +419,33 @@ class Maintainer:
                 self._wds.pop(wd, None)
         listed: list[str] = []
         found = self._walk(top, recursive, listed)
-        while True:
-            chunk = list(itertools.islice(found, 10_000))
-            if not chunk:
-                break
-            conn.execute("BEGIN")
-            conn.executemany("INSERT OR REPLACE INTO temp.scan VALUES (?,?,?,?,?)", chunk)
-            conn.execute("COMMIT")
+        whole = recursive and top == ""
+        if whole and self._sync is not None:
+            self._sync.set_walking(True)
+        try:
+            while True:
+                chunk = list(itertools.islice(found, 10_000))
+                if not chunk:
+                    break
+                conn.execute("BEGIN")
+                conn.executemany("INSERT OR REPLACE INTO temp.scan VALUES (?,?,?,?,?)", chunk)
+                conn.execute("COMMIT")
+                self._meanwhile()
+            self._finish_reconcile(conn, top, recursive, listed)
+        finally:
+            if whole and self._sync is not None:
+                self._sync.set_walking(False)
+
+    def _meanwhile(self) -> None:
+        """During a long walk: take in the events queued meanwhile (the kernel's queue is
+        bounded), and write what settled; the walk's own result comes later."""
+        if self._notify is not None:
+            while events := self._notify.read(0):
+                self._events(events)
+        self._settle()
+
+    def _finish_reconcile(self, conn: sqlite3.Connection, top: str, recursive: bool,
+                          listed: list[str]) -> None:
         conn.execute("BEGIN")
         conn.executemany("INSERT OR IGNORE INTO temp.scan_dirs VALUES (?)",
                          ((d,) for d in listed))
