@@ -178,6 +178,7 @@ class Maintainer:
             self.db.open()
         self.index.forget_all()
         self._instance = self.db.instance
+        self._remove_old_instances()
         self._db_size = self._size()
         self._wds.clear()
         self._dirs.clear()
@@ -277,6 +278,23 @@ class Maintainer:
             except OSError:
                 root_mtime = 0
         self._sync.ack(ns, root_mtime)
+
+    def _remove_old_instances(self) -> None:
+        """Databases the pointer no longer names (left by a restore over a volume, or by a
+        rebuild another process was still using) go once they have been quiet 10 minutes."""
+        keep = self.db.instance
+        try:
+            names = os.listdir(self.db.state_dir)
+        except OSError:
+            return
+        for name in names:
+            if not name.startswith("index-") or name.startswith(keep):
+                continue
+            path = os.path.join(self.db.state_dir, name)
+            with contextlib.suppress(OSError):
+                if time.time() - os.stat(path).st_mtime > 600:
+                    os.unlink(path)
+                    log.info("removed the old index database file %s", name)
 
     def _guard(self, work: t.Callable[[], t.Any]) -> t.Any:
         """Run a step; a corrupt database is rebuilt (and the session restarted)."""
