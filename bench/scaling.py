@@ -155,6 +155,24 @@ class Server:
     def rss(self) -> int:
         return servers.tree_rss(self.proc.pid)
 
+    def pss(self) -> int:
+        """Proportional set size of the process tree: shared pages (the workers are forks
+        of the master) counted once, not once per process as in the RSS sum."""
+        total, todo = 0, [self.proc.pid]
+        children = servers._children()
+        while todo:
+            pid = todo.pop()
+            todo.extend(children.get(pid, []))
+            try:
+                with open(f"/proc/{pid}/smaps_rollup") as handle:
+                    for line in handle:
+                        if line.startswith("Pss:"):
+                            total += int(line.split()[1]) * 1024
+                            break
+            except OSError:
+                pass
+        return total
+
     def stop(self) -> None:
         servers.Running("pypibox", self.proc, self.url, self.log).stop()
 
@@ -241,6 +259,7 @@ def measure(files: int, workdir: Path, htpasswd: Path, credentials: str,
         out["other_sees_upload_ms"] = statistics.median(seen) * 1000
         out["other_sees_upload_max_ms"] = max(seen) * 1000
         out["rss_mib"] = srv.rss() / (1 << 20)
+        out["pss_mib"] = srv.pss() / (1 << 20)
         out["rss_other_mib"] = other.rss() / (1 << 20)
         out["state_mib"] = _state_bytes(packages) / (1 << 20)
     finally:
@@ -282,7 +301,8 @@ ROWS = [
     ("a second server on the directory lists the upload, median", "other_sees_upload_ms",
      "{:.1f} ms"),
     ("... slowest of 10", "other_sees_upload_max_ms", "{:.1f} ms"),
-    ("resident memory, whole server (master + 2 workers)", "rss_mib", "{:.0f} MiB"),
+    ("resident memory, whole server (master + 2 workers), RSS sum", "rss_mib", "{:.0f} MiB"),
+    ("... proportional (PSS: shared pages counted once)", "pss_mib", "{:.0f} MiB"),
     ("state on disk (.pypibox/)", "state_mib", "{:.0f} MiB"),
 ]
 
