@@ -100,6 +100,8 @@ class ReadPath:
         if kind is None or raw != name or not _PROJECT.match(raw):
             return True
         self.index.refresh()
+        if self.index.pending(name):
+            return False  # files to read and hash first: not in the event loop
         stamp = self.index.project_stamp(name)
         if stamp is None:  # unknown: sure only once nothing copied in is still unread
             return self.index.ready and self.index.settled()
