@@ -67,6 +67,33 @@ def ensure_stock_venv() -> Path:
     return STOCK_VENV
 
 
+def ensure_venv(name: str) -> Path:
+    """bench/.venv-<name> with bench/requirements-<name>.txt (devpi, proxpi), like the stock one."""
+    venv = BENCH / f".venv-{name}"
+    requirements = BENCH / f"requirements-{name}.txt"
+    stamp = venv / ".installed"
+    want = hashlib.sha256(requirements.read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text().strip() == want:
+        return venv
+    print(f"bench: installing {name} into {venv}", flush=True)
+    if venv.exists():
+        shutil.rmtree(venv)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
+                    "-r", str(requirements)], check=True, env=clean_env())
+    stamp.write_text(want + "\n")
+    return venv
+
+
+def freeze_line(venv: Path, *names: str) -> str:
+    """``name==version`` of the named packages installed in ``venv`` (for the record)."""
+    out = subprocess.run([str(venv / "bin" / "pip"), "freeze", "--disable-pip-version-check"],
+                         capture_output=True, text=True, env=clean_env(), check=False
+                         ).stdout.split()
+    wanted = {n.lower() for n in names} | {"devpi-server", "proxpi", "gunicorn"}
+    return " ".join(p for p in out if p.split("==")[0].lower() in wanted)
+
+
 def versions(stock_venv: Path) -> dict[str, str]:
     """Versions of what is measured, for the record."""
     def first_line(cmd: list[str]) -> str:

@@ -24,7 +24,7 @@ if __package__ in (None, ""):
 
 import bcrypt  # noqa: E402
 
-from bench import clients, deps, report, scaling, servers, trees, wrk  # noqa: E402
+from bench import cache, clients, deps, report, scaling, servers, trees, wrk  # noqa: E402
 from bench.workloads import SCALE_SIZES, Workload, all_workloads, check  # noqa: E402
 
 RESULTS = servers.BENCH / "results"
@@ -185,9 +185,15 @@ class Bench:
         self.python = servers.ROOT / ".venv" / "bin" / "python"
         if not self.python.exists():
             self.python = Path(sys.executable)
-        self.prepare()
-        for number in range(self.args.rounds):
-            self.run_round(number)
+        if self.workloads:
+            self.prepare()
+            for number in range(self.args.rounds):
+                self.run_round(number)
+        self.cache: cache.CacheBench | None = None
+        if self.args.cache_rounds > 0 and (
+                not self.args.only or "cache" in self.args.only.split(",")):
+            self.cache = cache.CacheBench(self.base, self.args.cache_rounds)
+            self.cache.run()
 
 
 def code_version() -> str:
@@ -225,13 +231,19 @@ def write(bench: Bench, info: dict[str, Any], started: str) -> str:
           "(user + system) the server's process tree used during the measured load, divided by "
           "the requests served (it moves with the machine's load too). p99 includes the "
           "machine's scheduling noise; nginx's own p99 shows how much.\n\n"
-          + report.table(med, bench.workloads)
-          + "\nTargets (pypibox):\n\n" + report.targets_text(checks))
+          + report.table(med, bench.workloads))
+    record: dict[str, Any] = {}
+    if bench.cache is not None:
+        md += "\n" + bench.cache.table()
+        checks = checks + bench.cache.targets()
+        record = bench.cache.record()
+    md += "\nTargets (pypibox):\n\n" + report.targets_text(checks)
     print("\n" + md)
     RESULTS.mkdir(exist_ok=True)
     stamp = started.replace(":", "").replace("-", "")
     (RESULTS / f"{stamp}.json").write_text(json.dumps(
-        {**info, "rounds": bench.rounds, "medians": med, "targets": checks}, indent=1, default=str))
+        {**info, "rounds": bench.rounds, "medians": med, "targets": checks, "cache": record},
+        indent=1, default=str))
     (RESULTS / "latest.md").write_text(md)
     print(f"bench: wrote {RESULTS / (stamp + '.json')} and {RESULTS / 'latest.md'}")
     return md
@@ -270,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--upload-conns", type=int, default=4, help="concurrent upload connections")
     p.add_argument("--servers", default=",".join(servers.SERVERS), help="comma list to run")
     p.add_argument("--only", default="", help="comma list of workload key prefixes")
+    p.add_argument("--cache-rounds", type=int, default=None,
+                   help="rounds of the cache section (default: --rounds; 0 skips it)")
     p.add_argument("--quick", action="store_true",
                    help="1 round, 2 s load, 1 s warm-up, 50 uploads")
     p.add_argument("--keep", action="store_true", help="keep the temporary trees and logs")
@@ -278,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.quick:
         args.rounds, args.duration, args.warmup, args.uploads = 1, 2, 1, 50
+    if args.cache_rounds is None:
+        args.cache_rounds = args.rounds
     deps.ensure_tools()
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     base = Path(tempfile.mkdtemp(prefix="pypibox-bench-"))

@@ -232,12 +232,12 @@ def start_stock(workdir: Path, packages: Path, htpasswd: Path, auth: bool, stock
 
 
 def start_pypibox(workdir: Path, packages: Path, htpasswd: Path, auth: bool, credentials: str,
-                  **_: object) -> Running:
+                  extra_env: dict[str, str] | None = None, **_: object) -> Running:
     """This project's server by its entrypoint, default settings (PYPI_* for port and dirs)."""
     port = free_port()
     python = ROOT / ".venv" / "bin" / "python"
     env = clean_env(PYPI_HOST="127.0.0.1", PYPI_PORT=str(port), PYPI_PACKAGES_DIR=str(packages),
-                    PYPI_HTPASSWD=str(htpasswd), PYTHONPATH=str(ROOT))
+                    PYPI_HTPASSWD=str(htpasswd), PYTHONPATH=str(ROOT), **(extra_env or {}))
     if auth:
         env["PYPI_AUTHENTICATE"] = AUTH_ALL
     headers = {"Authorization": credentials} if auth else {}

@@ -145,3 +145,26 @@ def test_scaling_section_measures_a_small_tree(tmp_path, monkeypatch):
     assert "| 50 files |" in table
     assert (tmp_path / "cache" / "tree-50" / "done").exists()
     assert not list((tmp_path / "cache" / "tree-50" / "packages").glob("uploaded*"))
+
+
+def test_cache_section_installs_through_nginx_and_pypibox(base: Path):
+    from bench import cache
+
+    bench = cache.CacheBench(base, rounds=1, proxies=("direct", "pypibox"))
+    bench.run()
+    med = bench.medians()
+    for client in cache.CLIENTS:
+        for proxy in ("direct", "pypibox"):
+            assert med[client][proxy]["cold"] and med[client][proxy]["warm"], bench.notes
+    assert bench.tree.files == cache.PROJECTS * 6
+    names = {t["target"] for t in bench.targets()}
+    assert "cache uv: warm speed vs direct nginx" in names
+    assert "| uv | direct |" in bench.table()
+
+
+def test_cache_section_notes_an_index_that_does_not_list_the_project(nginx):
+    from bench import cache
+
+    srv, _ = nginx
+    assert "HTTP 404" in cache.check_proxy(srv.url + "/simple/", "cachebench-01", 6)
+    assert "links" in cache.check_proxy(srv.url + "/simple/", trees.SCALE_PROJECT, 11)

@@ -1,4 +1,5 @@
-"""Command line: ``python -m pypibox [serve|check|adduser|deluser|users|healthcheck]``."""
+"""Command line: ``python -m pypibox [serve|check|adduser|deluser|users|healthcheck|cache]``,
+and the team commands of teamcli (token, yank, unyank, delete, status, owner, audit...)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from . import __version__, htpasswd, logs, preflight
+from . import __version__, htpasswd, logs, preflight, teamcli
 from .settings import DEFAULTS, ConfigError, Settings
 
 
@@ -33,7 +34,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         entries = preflight.run(settings)
     except preflight.PreflightError as exc:
         return _fail(str(exc), exc.code)
-    logging.getLogger("pypibox").info("%d accounts in %s", len(entries), settings.htpasswd)
+    count = len(entries)
+    logging.getLogger("pypibox").info("%d account%s in %s", count, "" if count == 1 else "s",
+                                      settings.htpasswd)
     from .server import serve
 
     serve(settings)
@@ -114,6 +117,17 @@ def cmd_healthcheck(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    from . import cache_cli
+
+    settings = _settings()
+    logs.setup("warning")
+    try:
+        return cache_cli.run(args, settings)
+    except ConfigError as exc:
+        return _fail(str(exc), preflight.EXIT_CONFIG)
+
+
 def parser() -> argparse.ArgumentParser:
     env_help = "\n".join(f"  {k:<22} {v[1]} (default: {v[0]})" for k, v in DEFAULTS.items())
     p = argparse.ArgumentParser(
@@ -148,6 +162,10 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--url", help="default: http://127.0.0.1:$PYPI_PORT/health")
     sp.add_argument("--timeout", type=float, default=3.0)
     sp.set_defaults(func=cmd_healthcheck)
+    teamcli.add_commands(sub)
+    from . import cache_cli
+
+    cache_cli.add_parser(sub).set_defaults(func=cmd_cache)
     return p
 
 

@@ -111,6 +111,11 @@ class Accounts:
             self._load()
             self._next_check = time.monotonic() + self.recheck
 
+    def has_user(self, user: str) -> bool:
+        """True if the user can log in now (no password is checked)."""
+        self.refresh()
+        return user in self._hashes
+
     # -- checking ----------------------------------------------------------------------
     def key(self, user: str, password: str) -> bytes:
         """The HMAC under which verified credentials are remembered (never the password)."""

@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import errno
+import functools
 import logging
 import os
 import time
 import typing as t
+from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 
 from . import logs, multipart
@@ -24,16 +27,21 @@ from .messages import Identity, Refusal, Request, Response, plain
 from .ratelimit import LoginLimiter
 from .routes import LOOP, UPLOAD, Route, RouteTable
 from .settings import Settings
+from .storage import storage_refusal
 
 log = logging.getLogger("pypibox.app")
 
 CHALLENGE = [("WWW-Authenticate", 'Basic realm="pypi"')]
 UNAUTHORIZED = "Unauthorized: this index needs a user name and password"
 FORBIDDEN = "Forbidden: wrong user name or password"
+#: The user name with which clients send an API token as the password, as on PyPI.
+TOKEN_USER = "__token__"
 #: Threads for completed uploads (validation, fsync): few, the disk is the limit.
 UPLOAD_THREADS = 2
 #: Password checks waiting for a bcrypt thread, per worker; more get 503.
 MAX_CHECKS_WAITING = 64
+#: Of those, from one client address; more get 429.
+MAX_CHECKS_PER_ADDRESS = 8
 
 
 def basic_credentials(header: str | None) -> tuple[str, str] | None:
@@ -53,6 +61,68 @@ def basic_credentials(header: str | None) -> tuple[str, str] | None:
     return user, password
 
 
+#: Disk errors a client is told about as such (full, read-only, not allowed), not as a 500.
+DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def failure(req: Request, exc: Exception) -> Response:
+    """The answer to a handler that raised: a full or read-only disk says so (507, 503)."""
+    if isinstance(exc, OSError) and exc.errno in DISK_ERRORS:
+        return storage_refusal(exc, "changed").response()
+    log.exception("error in %s %s", req.method, req.path)
+    return plain(500, "Internal server error (the server's log says more)")
+
+
+class FairChecks:
+    """Password checks in a few threads, taken in turn from each client address.
+
+    A flood from one address then delays another address's check by at most one round of
+    the checks already running, not by the whole queue the flood built.
+    """
+
+    def __init__(self, pool: ThreadPoolExecutor, threads: int,
+                 per_address: int = MAX_CHECKS_PER_ADDRESS) -> None:
+        self.pool = pool
+        self.threads = threads
+        self.per_address = per_address
+        self.running = 0
+        self.queues: OrderedDict[str, deque[tuple[t.Callable[[], bool],
+                                                  asyncio.Future[bool]]]] = OrderedDict()
+
+    def submit(self, address: str, job: t.Callable[[], bool]) -> asyncio.Future[bool]:
+        """Queue ``job`` for ``address``; Refusal 429 if that address has too many waiting."""
+        queue = self.queues.setdefault(address, deque())
+        if len(queue) >= self.per_address:
+            raise Refusal(429, "Too many password checks from your address: try again in 1 s",
+                          [("Retry-After", "1")])
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        queue.append((job, future))
+        self._pump()
+        return future
+
+    def _pump(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self.running < self.threads and self.queues:
+            address, queue = next(iter(self.queues.items()))
+            job, future = queue.popleft()
+            if queue:
+                self.queues.move_to_end(address)  # the next check comes from another address
+            else:
+                del self.queues[address]
+            self.running += 1
+            done = loop.run_in_executor(self.pool, job)
+            done.add_done_callback(functools.partial(self._finished, future))
+
+    def _finished(self, future: asyncio.Future[bool], done: asyncio.Future[bool]) -> None:
+        self.running -= 1
+        if not future.done():
+            if done.exception() is not None:
+                future.set_exception(t.cast(BaseException, done.exception()))
+            else:
+                future.set_result(done.result())
+        self._pump()
+
+
 class _Pending:
     """Marker: the credentials need a slow check."""
 
@@ -70,8 +140,9 @@ class App:
         self.routes = routes
         self.authenticate = frozenset(settings.authenticate)
         self.pool = ThreadPoolExecutor(settings.threads, thread_name_prefix="pypibox")
-        self.auth_pool = ThreadPoolExecutor(max(2, os.cpu_count() or 2),
-                                            thread_name_prefix="pypibox-auth")
+        auth_threads = max(2, os.cpu_count() or 2)
+        self.auth_pool = ThreadPoolExecutor(auth_threads, thread_name_prefix="pypibox-auth")
+        self.checks = FairChecks(self.auth_pool, auth_threads)
         self.upload_pool = ThreadPoolExecutor(UPLOAD_THREADS, thread_name_prefix="pypibox-up")
         self.limiter = LoginLimiter(settings.auth_rate)
         self.checking: dict[bytes, asyncio.Future[bool]] = {}
@@ -96,9 +167,8 @@ class App:
             response = route.handler(req)
         except Refusal as refusal:
             response = refusal.response()
-        except Exception:
-            log.exception("error in %s %s", req.method, req.path)
-            response = plain(500, "Internal server error (the server's log says more)")
+        except Exception as exc:
+            response = failure(req, exc)
         conn.respond_now(incoming, response)
 
     def _spawn(self, conn: Connection, incoming: Incoming, route: Route) -> None:
@@ -120,9 +190,8 @@ class App:
                 response = await loop.run_in_executor(pool, route.handler, req)
         except Refusal as refusal:
             response = refusal.response()
-        except Exception:
-            log.exception("error in %s %s", req.method, req.path)
-            response = plain(500, "Internal server error (the server's log says more)")
+        except Exception as exc:
+            response = failure(req, exc)
         finally:
             if cleanup is not None:
                 cleanup()
@@ -141,9 +210,23 @@ class App:
         if creds is None or creds[1] == "":
             # No password yet: the challenge makes pip ask its keyring, then the user.
             raise Refusal(401, UNAUTHORIZED, CHALLENGE)
+        if creds[0] == TOKEN_USER:
+            return self._token(req, creds[1])
         if self.accounts.is_cached(*creds):
             return Identity(creds[0])
         return PENDING
+
+    def _token(self, req: Request, secret: str) -> Identity:
+        """An API token (user ``__token__``): one sha256, so it is checked right here."""
+        services = self.routes.services
+        found = services.teams.tokens.check(secret) if services is not None else None
+        if found is not None:
+            return found
+        wait = self.limiter.take(req.client, TOKEN_USER)
+        if wait:
+            raise Refusal(429, f"Too many password checks: try again in {wait} s",
+                          [("Retry-After", str(wait))])
+        raise Refusal(403, FORBIDDEN)
 
     async def _identity(self, route: Route, req: Request) -> Identity | None:
         found = self._identity_now(route, req)
@@ -164,8 +247,8 @@ class App:
             if len(self.checking) >= MAX_CHECKS_WAITING:
                 raise Refusal(503, "Busy: too many password checks waiting; try again shortly",
                               [("Retry-After", "2")])
-            future = asyncio.get_running_loop().run_in_executor(
-                self.auth_pool, self.accounts.check, user, password)
+            future = self.checks.submit(req.client,
+                                        functools.partial(self.accounts.check, user, password))
             self.checking[key] = future
             try:
                 ok = await asyncio.shield(future)

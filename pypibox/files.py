@@ -6,7 +6,7 @@ import email.utils
 import os
 import re
 
-from .messages import FileBody, Headers, Request, Response
+from .messages import FileBody, Headers, Request, Response, plain
 
 _RANGE = re.compile(r"^bytes=\s*(\d*)\s*-\s*(\d*)\s*$", re.I)
 #: How long a client may keep a stored file without asking again: files never change.
@@ -82,7 +82,9 @@ def send_file(req: Request, path: str, cache_control: str,
             wanted = None  # the client's copy is another version: send the whole file
         if wanted == "unsatisfiable":
             handle.close()
-            return Response(416, b"", headers + [("Content-Range", f"bytes */{size}")])
+            refusal = plain(416, f"Range not satisfiable: the file has {size} bytes")
+            refusal.headers += headers + [("Content-Range", f"bytes */{size}")]
+            return refusal
         status, first, length = 200, 0, size
         if isinstance(wanted, tuple):
             first, last = wanted

@@ -46,8 +46,10 @@ DRAIN_LIMIT = 1 << 20
 LINGER = 2.0
 #: Pipelined requests queued on one connection before reading from it pauses.
 MAX_PIPELINE = 8
-#: Files up to this size are read and written in one piece; larger go by sendfile.
+#: Files up to this size are read and written in one piece; larger go block by block.
 SMALL_FILE = 256 << 10
+#: Bytes read and written per step of a larger file.
+FILE_BLOCK = 256 << 10
 #: Seconds between two log lines about a full connection table or failing accepts.
 NOTE_EVERY = 60.0
 
@@ -213,6 +215,15 @@ class Connection(asyncio.Protocol):
         if self.timer_kind == "idle":
             # The keep-alive wait ends: a request begins, and its headers are timed.
             self._arm("header", self.server.header_timeout, self._header_timeout)
+        if self.parsing is None or self.in_head:
+            # Head bytes are counted before the parser sees (and buffers) them.
+            end = _head_end(data)
+            size = self.head_bytes + (len(data) if end < 0 else end)
+            if size > MAX_HEAD:
+                self._fail(plain(431, f"Request header fields too large (more than {MAX_HEAD} "
+                                      "bytes)"))
+                return
+            self.head_bytes = size if end < 0 else 0
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -230,14 +241,10 @@ class Connection(asyncio.Protocol):
             return
         except httptools.HttpParserError as exc:
             self._fail(plain(400, f"Bad request: malformed HTTP request ({_parser_reason(exc)})"))
-            return
-        if self.in_head:
-            self.head_bytes += len(data)
-            if self.head_bytes > MAX_HEAD:
-                self._fail(plain(431, f"Request header fields too large (more than {MAX_HEAD} "
-                                      "bytes)"))
 
     def eof_received(self) -> bool | None:
+        if self.lingering or self.closing:
+            return None  # the client is done too: close now, freeing the slot
         incoming = self.active or self.parsing
         if incoming is not None and not incoming.complete:
             self.gone = True  # its body ended early: the app answers, then we close
@@ -274,7 +281,6 @@ class Connection(asyncio.Protocol):
         self.in_head = True
         self.url.clear()
         self.header_list = []
-        self.head_bytes = 0
         if self.timer_kind != "header":
             self._arm("header", self.server.header_timeout, self._header_timeout)
 
@@ -400,7 +406,8 @@ class Connection(asyncio.Protocol):
         if self.transport is not None and not self.closing:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
-    def _head(self, incoming: Incoming, response: Response, length: int | None) -> bytes:
+    def _head(self, incoming: Incoming, response: Response, length: int | None,
+              chunked: bool = False) -> bytes:
         keep = incoming.keep_alive and not self.server.stopping and not self.gone
         if not incoming.complete:
             left = incoming.length - incoming.received
@@ -414,6 +421,8 @@ class Connection(asyncio.Protocol):
             parts.append(f"{name}: {value}\r\n".encode("latin-1", "replace"))
         if length is not None and status not in (204, 304) and status >= 200:
             parts.append(b"Content-Length: %d\r\n" % length)
+        elif chunked:
+            parts.append(b"Transfer-Encoding: chunked\r\n")
         parts.append(_date_header())
         if not keep:
             parts.append(b"Connection: close\r\n")
@@ -454,30 +463,55 @@ class Connection(asyncio.Protocol):
             if isinstance(body, FileBody):
                 self._write(self._head(incoming, response, body.length))
                 if not incoming.request.head and self.transport is not None:
-                    await self._drain()
-                    offset = body.handle.tell()
-                    sent = await self.loop.sendfile(self.transport, body.handle, offset,
-                                                    body.length)
+                    # Block by block, as fast as the client takes them. loop.sendfile used
+                    # less CPU but served 25% fewer 10 MB files a second (make bench).
+                    left = body.length
+                    read = body.handle.read
+                    while left > 0 and not self.gone:
+                        data = read(min(FILE_BLOCK, left))
+                        if not data:
+                            break
+                        left -= len(data)
+                        sent += len(data)
+                        self._write(data)
+                        await self._drain()
+                    if left:
+                        incoming.keep_alive = False  # the file shrank: never a short body
+                        self.close(linger=False)
             else:
                 length = _declared_length(response)
-                if length is None:
-                    incoming.keep_alive = False  # the body ends when the connection does
-                self._write(self._head(incoming, response, length))
+                # Without a length: chunked (HTTP/1.1), so that a body cut short by an error
+                # never looks complete; an HTTP/1.0 client gets one that ends with the
+                # connection.
+                chunked = length is None and incoming.request.version != "1.0"
+                if length is None and not chunked:
+                    incoming.keep_alive = False
+                self._write(self._head(incoming, response, length, chunked))
                 pool = self.app.pool
-                while not self.gone:
+                while not self.gone and not incoming.request.head:
                     chunk = await self.loop.run_in_executor(pool, next, body, b"")
                     if not chunk:
                         break
-                    self._write(chunk)
+                    self._write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
                     sent += len(chunk)
                     await self._drain()
-                if length is not None and sent != length:
+                if chunked and not incoming.request.head:
+                    self._write(b"0\r\n\r\n")
+                if length is not None and sent != length and not incoming.request.head:
                     incoming.keep_alive = False  # the client must not take a short body
                     self.close(linger=False)
         except (ConnectionError, RuntimeError, OSError):
             self.close(linger=False)
-        except Exception:
-            log.exception("error sending %s %s", incoming.request.method, incoming.request.path)
+        except Exception as exc:
+            # Mid-body: the only honest signal left is to close short of the end.
+            refusal = getattr(exc, "reason", None)
+            if refusal:
+                log.warning("%s %s broke off: %s", incoming.request.method,
+                            incoming.request.path, refusal)
+            else:
+                log.exception("error sending %s %s", incoming.request.method,
+                              incoming.request.path)
+            incoming.keep_alive = False
             self.close(linger=False)
         finally:
             if isinstance(body, FileBody):
@@ -601,6 +635,13 @@ class Connection(asyncio.Protocol):
         if self.reading_paused and self.transport is not None:
             self.reading_paused = False
             self.transport.resume_reading()
+
+
+def _head_end(data: bytes) -> int:
+    """Where a request's head ends in ``data`` (after its blank line), or -1."""
+    ends = [at + len(mark) for mark in (b"\r\n\r\n", b"\n\n")
+            if (at := data.find(mark)) >= 0]
+    return min(ends) if ends else -1
 
 
 def _declared_length(response: Response) -> int | None:

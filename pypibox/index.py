@@ -176,8 +176,14 @@ class PackageIndex:
         self.forget_all()
 
     # -- keeping current -----------------------------------------------------------------------
-    def refresh(self) -> None:
-        """Learn what changed since the last call (cheap: call it at every request)."""
+    def refresh(self, force: bool = False) -> None:
+        """Learn what changed since the last call (cheap: call it at every request).
+
+        ``force``: also wait for changes made to the tree a moment ago (``sync()``).
+        """
+        if force:
+            self.sync()
+            return
         if os.getpid() != self._pid:
             self._after_fork()
         try:
@@ -338,6 +344,20 @@ class PackageIndex:
         except sqlite3.DatabaseError as exc:
             self._db_error(exc)
             return None
+
+    def files_of(self, name: str) -> tuple[FileEntry, ...]:
+        """Every stored file of a project, signatures included, in version order (for the
+        actions on a project's files: yank, delete...). Not cached."""
+        try:
+            rows = self.db.project_rows(name)
+            if any(r[8] == 0 for r in rows):
+                self._read_now([r[0] for r in rows if r[8] == 0])
+                rows = self.db.project_rows(name)
+        except sqlite3.DatabaseError as exc:
+            self._db_error(exc)
+            return ()
+        return tuple(sorted((_entry(self.root, r) for r in rows if r[8] == 1),
+                            key=FileEntry.sort_key))
 
     def project_stamp(self, name: str) -> object:
         """Changes when the project's files change (a key for rendered pages); None for a

@@ -15,11 +15,14 @@ from .messages import Refusal, Request, Response, plain
 
 if t.TYPE_CHECKING:
     from .index import PackageIndex
+    from .ledger import Ledger
     from .settings import Settings
 
 #: Files listed per page of /packages/: one page, as pypiserver's, up to this many.
 FILES_PER_PAGE = 20_000
 HTML = "text/html; charset=utf-8"
+#: Projects named on the front page (the rest are a link away).
+FRONT_PROJECTS = 30
 
 
 def health(req: Request) -> Response:
@@ -58,9 +61,10 @@ def to_simple(req: Request) -> Response:
 class Listing:
     """Pages that list what the index holds, rendered from the index, never from the disk."""
 
-    def __init__(self, settings: Settings, index: PackageIndex) -> None:
+    def __init__(self, settings: Settings, index: PackageIndex, ledger: Ledger) -> None:
         self.settings = settings
         self.index = index
+        self.ledger = ledger
         self._front: dict[str, tuple[int, bytes, str]] = {}   # url root -> (generation, page)
         self._files: dict[int, tuple[int, bytes, str]] = {}   # page number -> (generation, ..)
 
@@ -80,7 +84,11 @@ class Listing:
         generation = self.index.generation
         cached = self._front.get(req.url_root)
         if cached is None or cached[0] != generation:
-            body = welcome.render(req.url_root, self.index.stats()[0])
+            first, total = self.index.projects(None, 0, FRONT_PROJECTS)
+            body = welcome.render(req.url_root, self.index.stats()[0],
+                                  [(p.name, p.latest_version or "") for p in first], total,
+                                  "download" in self.settings.authenticate,
+                                  self.settings.fallback)
             if len(self._front) > 16:
                 self._front.clear()  # one entry per address the server is reached at
             cached = (generation, body, _etag(body))
@@ -139,7 +147,7 @@ class Listing:
             return plain(301, f"Moved permanently: see {location}", [("Location", location)])
         self.index.refresh()
         entries = self.index.project(name)
-        if not entries:
+        if not entries or self.ledger.status(name) == "quarantined":
             raise Refusal(404, f"Not found: {name} does not exist")
         releases: dict[str, list[dict[str, t.Any]]] = {}
         for entry in reversed(entries):

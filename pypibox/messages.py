@@ -15,11 +15,27 @@ PLAIN = "text/plain; charset=utf-8"
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """Who made a request: an account, or a token acting for one (``token`` is its name)."""
+    """Who makes a request: an account, an account through one of its tokens, or the CLI.
+
+    ``scope`` is the set of (normalised) projects a token is limited to; None means every
+    project its user may act on. ``operator`` is the command line on the server's own
+    volumes, which may do anything.
+    """
 
     user: str
     token: str | None = None
-    scope: frozenset[str] | None = None  # projects a scoped token may act on; None: all
+    scope: frozenset[str] | None = None
+    operator: bool = False
+
+    @classmethod
+    def cli(cls, name: str) -> Identity:
+        """The command line, acting for the person ``name``."""
+        return cls(user="cli:" + (name or "unknown"), operator=True)
+
+    @property
+    def actor(self) -> str:
+        """The name the audit trail records: ``alice``, ``token:ci-web`` or ``cli:alice``."""
+        return f"token:{self.token}" if self.token else self.user
 
 
 @dataclass(eq=False, slots=True)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import tempfile
+import typing as t
+from pathlib import Path
 
-from . import htpasswd
+from . import hotfile, htpasswd, roles, tokens
 from .settings import Settings
 
 #: Exit codes of ``python -m pypibox`` (documented in README).
@@ -47,11 +50,25 @@ def check_htpasswd(settings: Settings) -> list[htpasswd.Entry]:
         return htpasswd.validate(settings.htpasswd)
     except htpasswd.HtpasswdError as exc:
         hint = ""
-        if "not found" in str(exc):
+        if not settings.htpasswd.exists():
+            # Commands that work as typed: this very interpreter has passlib and bcrypt.
             hint = (f"\nCreate it with: htpasswd -c -B {settings.htpasswd} <username>"
-                    " (or: make -C auth adduser USER=<username>,"
-                    " or: python -m pypibox adduser <username>)")
+                    " (or: make -C auth adduser USER=<username>, or: "
+                    f"{sys.executable} -m pypibox adduser <username> --file "
+                    f"{settings.htpasswd})")
         raise PreflightError(f"accounts: {exc}{hint}", EXIT_HTPASSWD) from None
+
+
+def check_team_files(settings: Settings) -> None:
+    """The roles and tokens files parse (a missing one means no roles or no tokens)."""
+    checks: tuple[tuple[str, Path, t.Callable[[Path], object]], ...] = (
+        ("PYPI_ROLES", settings.roles, roles.read), ("PYPI_TOKENS", settings.tokens, tokens.read))
+    for name, path, read in checks:
+        try:
+            read(path)
+        except hotfile.FileError as exc:
+            raise PreflightError(f"accounts: {exc} (fix the file, or point {name} elsewhere)",
+                                 EXIT_HTPASSWD) from None
 
 
 def check_port(settings: Settings) -> None:
@@ -81,5 +98,6 @@ def run(settings: Settings) -> list[htpasswd.Entry]:
     """Every check, in order; raise PreflightError at the first failure."""
     check_packages_dir(settings)
     entries = check_htpasswd(settings)
+    check_team_files(settings)
     check_port(settings)
     return entries

@@ -20,7 +20,9 @@ from .messages import Refusal, Request, Response, plain
 from .simple_api import Page
 
 if t.TYPE_CHECKING:
+    from .ledger import Ledger
     from .settings import Settings
+    from .upstream_routes import CacheRoutes
 
 log = logging.getLogger("pypibox.readpath")
 
@@ -74,12 +76,16 @@ def file_cache_control(settings: Settings) -> str:
 class ReadPath:
     """Handlers of the simple API over one PackageIndex."""
 
-    def __init__(self, settings: Settings, index: PackageIndex) -> None:
+    def __init__(self, settings: Settings, index: PackageIndex, ledger: Ledger) -> None:
         self.settings = settings
         self.index = index
+        self.ledger = ledger
         self.pages = PageCache()
         self.file_cache_control = file_cache_control(settings)
         self.page_headers = [("Vary", "Accept"), ("Cache-Control", files.REVALIDATE)]
+        #: PYPI_FALLBACK=cache: names this index does not hold come from the upstream's cache
+        #: (set by routes.build).
+        self.cache: CacheRoutes | None = None
 
     # -- can it be answered in the event loop? ----------------------------------------------
     def root_ready(self, req: Request) -> bool:
@@ -102,10 +108,18 @@ class ReadPath:
         self.index.refresh()
         if self.index.pending(name):
             return False  # files to read and hash first: not in the event loop
-        stamp = self.index.project_stamp(name)
-        if stamp is None:  # unknown: sure only once nothing copied in is still unread
-            return self.index.ready and self.index.settled()
+        stamp = self._stamp(name)
+        if stamp is None:
+            # Unknown here: sure only once nothing copied in a moment ago is still unread.
+            if not (self.index.ready and self.index.settled()):
+                return False
+            return self.cache is None or self.cache.page_ready(name, kind)
         return self.pages.get((name, kind), stamp) is not None
+
+    def _stamp(self, name: str) -> object:
+        """What a project's page is made from: its files and its recorded state (yanks...)."""
+        files_stamp = self.index.project_stamp(name)
+        return None if files_stamp is None else (files_stamp, self.ledger.stamp(name))
 
     # -- handlers ----------------------------------------------------------------------------
     def _kind(self, req: Request) -> str:
@@ -143,9 +157,9 @@ class ReadPath:
             return plain(301, f"Moved permanently: see {location}", [("Location", location)])
         kind = self._kind(req)
         self.index.refresh()
-        stamp = self.index.project_stamp(name)
+        stamp = self._stamp(name)
         if stamp is None and self.index.ready and self.index.sync():
-            stamp = self.index.project_stamp(name)  # copied in a moment ago, perhaps
+            stamp = self._stamp(name)  # copied in a moment ago, perhaps
         if stamp is None:
             return self.unknown_project(req, name)
         page = self.pages.get((name, kind), stamp)
@@ -153,15 +167,23 @@ class ReadPath:
             entries = self.index.project(name)
             if entries is None:
                 return self.unknown_project(req, name)
-            page = simple_api.render_project(name, entries, kind)
+            ledger = self.ledger
+            status = ledger.status(name)
+            # PEP 792: a quarantined project's files are not offered for installation.
+            shown = () if status == "quarantined" else entries
+            page = simple_api.render_project(name, shown, kind, ledger.yanked, status,
+                                             ledger.status_reason(name))
             self.pages.put((name, kind), stamp, page)
         return self._send(req, page, kind)
 
     def unknown_project(self, req: Request, name: str) -> Response:
-        """A name this index does not hold: sent on to the public index, or 404."""
+        """A name this index does not hold: from the upstream's cache, sent on to the public
+        index, or 404."""
         if not self.index.ready:
-            raise _not_ready()  # it may be a project not listed yet: never send it away
-        if self.settings.fallback:
+            raise _not_ready()  # it may be a project not listed yet: never send it elsewhere
+        if self.cache is not None:
+            return self.cache.project_page(req, name, self._kind(req))
+        if self.settings.redirects:
             location = f"{self.settings.fallback_url.rstrip('/')}/{name}/"
             return plain(303 if req.version == "1.1" else 302, f"See other: {location}",
                          [("Location", location)])
@@ -177,14 +199,18 @@ class ReadPath:
             raise Refusal(404, "Not found")
         self.index.refresh()
         entry = self.index.file(rel)
+        wheel = None
+        if entry is None and rel.endswith(METADATA_SUFFIX):
+            wheel = self.index.file(rel[: -len(METADATA_SUFFIX)])
+        owner = entry or wheel
+        if owner is not None and self.ledger.status(owner.project) == "quarantined":
+            raise Refusal(404, f"Not found: {owner.project} is quarantined")
         if entry is not None:
             sent = files.send_file(req, entry.path, self.file_cache_control)
             if sent is not None:
                 return sent
-        elif rel.endswith(METADATA_SUFFIX):
-            wheel = self.index.file(rel[: -len(METADATA_SUFFIX)])
-            if wheel is not None and wheel.is_wheel:
-                return self._metadata(req, wheel)
+        elif wheel is not None and wheel.is_wheel:
+            return self._metadata(req, wheel)
         raise Refusal(404, f"Not found: {rel[:100]} does not exist")
 
     def _metadata(self, req: Request, wheel: FileEntry) -> Response:

@@ -18,7 +18,10 @@ from .messages import Refusal, Request, Response
 
 if t.TYPE_CHECKING:
     from .accounts import Accounts
+    from .index import PackageIndex
     from .settings import Settings
+    from .storage import AtomicFileBackend
+    from .teams import Teams
 
 LOOP, THREAD, UPLOAD = "loop", "thread", "upload"
 Handler = t.Callable[[Request], Response]
@@ -70,11 +73,23 @@ def route(methods: str, path: str, handler: Handler, **options: t.Any) -> Route:
     return Route(frozenset(names), path, handler, regex=_compile(path), **options)
 
 
+@dataclass
+class Services:
+    """What the handlers of one worker share."""
+
+    settings: Settings
+    accounts: Accounts
+    index: PackageIndex
+    backend: AtomicFileBackend
+    teams: Teams
+
+
 class RouteTable:
     """Finds the route of a request: plain paths by lookup, then patterns in order."""
 
-    def __init__(self, routes: t.Sequence[Route]) -> None:
+    def __init__(self, routes: t.Sequence[Route], services: Services | None = None) -> None:
         self.routes = list(routes)
+        self.services = services
         self.plain: dict[str, list[Route]] = {}
         self.patterns: list[Route] = []
         for entry in self.routes:
@@ -112,13 +127,31 @@ def build(settings: Settings, accounts: Accounts) -> RouteTable:
     from . import listing, readpath, writepath
     from .index import PackageIndex
     from .storage import AtomicFileBackend
+    from .teams import FileRef, IndexCatalog, Teams
 
     index = PackageIndex(settings.packages_dir)
     backend = AtomicFileBackend.from_settings(settings)
-    read = readpath.ReadPath(settings, index)
-    write = writepath.WritePath(settings, index, backend)
-    pages = listing.Listing(settings, index)
-    return RouteTable([
+
+    def remove(ref: FileRef) -> None:
+        backend.remove_file(ref.path, ref.project, ref.version)
+        index.remove(ref.relpath)
+
+    teams = Teams.from_settings(settings, catalog=IndexCatalog(index),
+                                user_exists=accounts.has_user, on_change=lambda: None,
+                                remover=remove)
+    teams.watch_tokens()
+    services = Services(settings, accounts, index, backend, teams)
+    read = readpath.ReadPath(settings, index, teams.ledger)
+    write = writepath.WritePath(settings, index, backend, teams)
+    pages = listing.Listing(settings, index, teams.ledger)
+    cached = []
+    if settings.caches:   # PYPI_FALLBACK=cache: other names from the upstream, cached here
+        from .upstream_routes import CacheRoutes, private_names
+
+        read.cache = cache = CacheRoutes(settings, private_names(index, teams))
+        cached = [route("GET", "/cache/{project}/{filename}", cache.cache_file,
+                        action="download", where=THREAD, quick=cache.file_ready)]
+    return RouteTable(cached + [
         route("GET", "/health", listing.health),
         route("GET", "/", pages.front, action="list", where=THREAD, quick=pages.front_ready),
         route("GET", "/favicon.ico", listing.no_favicon),
@@ -138,4 +171,4 @@ def build(settings: Settings, accounts: Accounts) -> RouteTable:
         # pypiserver's shortcut: /<project>/ goes to the project's simple page.
         route("GET", "/{project}", listing.to_simple),
         route("GET", "/{project}/", listing.to_simple),
-    ])
+    ], services)

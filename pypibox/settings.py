@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ACTIONS = ("update", "download", "list")
@@ -15,10 +16,27 @@ DEFAULTS: dict[str, tuple[str, str]] = {
     "PYPI_PORT": ("8080", "port to listen on"),
     "PYPI_PACKAGES_DIR": ("/data/packages", "directory holding the packages (read/write)"),
     "PYPI_HTPASSWD": ("/data/auth/htpasswd", "Apache htpasswd file with bcrypt hashes (read only)"),
+    "PYPI_ROLES": ("/data/auth/roles", ("administrators and rights given in advance to"
+                                        " name patterns (read only; missing: none)")),
+    "PYPI_TOKENS": ("/data/auth/tokens", ("API tokens: only their hashes, with user, projects"
+                                          " and expiry (read only; missing: none)")),
     "PYPI_AUTHENTICATE": ("update", "actions that need a password: any of update, download, list"),
-    "PYPI_OVERWRITE": ("off", "allow an upload to replace an existing file (on/off)"),
-    "PYPI_FALLBACK": ("on", "redirect unknown projects to the public index (on/off)"),
+    "PYPI_OVERWRITE": ("off", "let uploads replace files and reuse deleted names (on/off; unsafe)"),
+    "PYPI_FALLBACK": ("on", ("projects this index does not hold: on (redirect), off (404) or"
+                       " cache (served from a cache of PYPI_UPSTREAM)")),
     "PYPI_FALLBACK_URL": ("https://pypi.org/simple/", "where unknown projects are redirected"),
+    "PYPI_UPSTREAM": ("https://pypi.org/simple/", ("the index PYPI_FALLBACK=cache caches (may"
+                       " carry user:password@)")),
+    "PYPI_UPSTREAM_NETRC": ("", ("netrc file with the upstream's credentials (default: $NETRC"
+                             " or ~/.netrc when present)")),
+    "PYPI_UPSTREAM_TTL": ("10m", "how long a cached upstream page is used before revalidation"),
+    "PYPI_UPSTREAM_TIMEOUT": ("15s", ("longest wait for the upstream (a page in all; each read"
+                               " of a file)")),
+    "PYPI_UPSTREAM_MIN_AGE": ("off", "hide upstream files younger than this (e.g. 3d)"),
+    "PYPI_UPSTREAM_MIN_AGE_EXEMPT": ("", ("file of project names exempt from the minimum age"
+                                      " (default: min-age-exempt beside PYPI_HTPASSWD)")),
+    "PYPI_UPSTREAM_OFFLINE": ("off", "serve only what is cached, never call the upstream"),
+    "PYPI_CACHE_MAX_SIZE": ("10G", "most disk space for cached upstream files (LRU eviction)"),
     "PYPI_WORKERS": ("2", "gunicorn worker processes"),
     "PYPI_THREADS": ("8", "threads per worker for slow work: password checks, pages to render"),
     "PYPI_MAX_UPLOAD_SIZE": ("100M", "largest accepted upload (bytes, or with K/M/G)"),
@@ -48,9 +66,11 @@ class Settings:
     port: int
     packages_dir: Path
     htpasswd: Path
+    roles: Path
+    tokens: Path
     authenticate: tuple[str, ...]
     overwrite: bool
-    fallback: bool
+    fallback: str                 # "on" (redirect), "off" (404) or "cache"
     fallback_url: str
     workers: int
     threads: int
@@ -63,6 +83,24 @@ class Settings:
     auth_rate: float
     bcrypt_cost: int
     log_level: str
+    upstream: str = field(default="https://pypi.org/simple/", repr=False)  # may hold a password
+    upstream_netrc: Path | None = None
+    upstream_ttl: float = 600.0
+    upstream_timeout: float = 15.0
+    upstream_min_age: float = 0.0     # seconds; 0 is off
+    upstream_min_age_exempt: Path = Path("/data/auth/min-age-exempt")
+    upstream_offline: bool = False
+    cache_max_size: int = 10 * 1024**3
+
+    @property
+    def redirects(self) -> bool:
+        """True when unknown projects are redirected to PYPI_FALLBACK_URL."""
+        return self.fallback == "on"
+
+    @property
+    def caches(self) -> bool:
+        """True when unknown projects are served from the cache of PYPI_UPSTREAM."""
+        return self.fallback == "cache"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -77,9 +115,11 @@ class Settings:
             port=_int("PYPI_PORT", get("PYPI_PORT"), 1, 65535),
             packages_dir=Path(get("PYPI_PACKAGES_DIR")).expanduser(),
             htpasswd=Path(get("PYPI_HTPASSWD")).expanduser(),
+            roles=_path("PYPI_ROLES", get("PYPI_ROLES")),
+            tokens=_path("PYPI_TOKENS", get("PYPI_TOKENS")),
             authenticate=_actions(get("PYPI_AUTHENTICATE")),
             overwrite=_bool("PYPI_OVERWRITE", get("PYPI_OVERWRITE")),
-            fallback=_bool("PYPI_FALLBACK", get("PYPI_FALLBACK")),
+            fallback=_fallback(get("PYPI_FALLBACK")),
             fallback_url=_url("PYPI_FALLBACK_URL", get("PYPI_FALLBACK_URL")),
             workers=_int("PYPI_WORKERS", get("PYPI_WORKERS"), 1, 64),
             threads=_int("PYPI_THREADS", get("PYPI_THREADS"), 1, 256),
@@ -93,6 +133,18 @@ class Settings:
             bcrypt_cost=_int("PYPI_BCRYPT_COST", get("PYPI_BCRYPT_COST"), 4, 31),
             log_level=_choice("PYPI_LOG_LEVEL", get("PYPI_LOG_LEVEL").lower(),
                               ("debug", "info", "warning", "error")),
+            upstream=_url("PYPI_UPSTREAM", get("PYPI_UPSTREAM")),
+            upstream_netrc=_netrc(get("PYPI_UPSTREAM_NETRC"), env),
+            upstream_ttl=_duration("PYPI_UPSTREAM_TTL", get("PYPI_UPSTREAM_TTL")),
+            upstream_timeout=_duration("PYPI_UPSTREAM_TIMEOUT", get("PYPI_UPSTREAM_TIMEOUT"),
+                                       positive=True),
+            upstream_min_age=_duration("PYPI_UPSTREAM_MIN_AGE", get("PYPI_UPSTREAM_MIN_AGE")),
+            upstream_min_age_exempt=Path(
+                get("PYPI_UPSTREAM_MIN_AGE_EXEMPT")
+                or Path(get("PYPI_HTPASSWD")).expanduser().parent / "min-age-exempt"
+            ).expanduser(),
+            upstream_offline=_bool("PYPI_UPSTREAM_OFFLINE", get("PYPI_UPSTREAM_OFFLINE")),
+            cache_max_size=_size("PYPI_CACHE_MAX_SIZE", get("PYPI_CACHE_MAX_SIZE")),
         )
 
 
@@ -121,6 +173,12 @@ def _seconds(name: str, raw: str) -> float:
     return _number(name, raw.lower().removesuffix("s"), 0.1, 86400.0)
 
 
+def _path(name: str, raw: str) -> Path:
+    if not raw:
+        raise ConfigError(f"{name}={raw!r} is empty: give the path of a file (it need not exist)")
+    return Path(raw).expanduser()
+
+
 def _bool(name: str, raw: str) -> bool:
     low = raw.lower()
     if low in _TRUE:
@@ -128,6 +186,47 @@ def _bool(name: str, raw: str) -> bool:
     if low in _FALSE:
         return False
     raise ConfigError(f"{name}={raw!r} must be on or off")
+
+
+def _fallback(raw: str) -> str:
+    low = raw.lower()
+    if low == "cache":
+        return "cache"
+    try:
+        return "on" if _bool("PYPI_FALLBACK", low) else "off"
+    except ConfigError:
+        raise ConfigError(f"PYPI_FALLBACK={raw!r} must be on, off or cache") from None
+
+
+_DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _duration(name: str, raw: str, positive: bool = False) -> float:
+    """Seconds of ``10m``, ``3d``, ``1.5h``, ``30`` (seconds); ``off`` or ``0`` is 0."""
+    low = raw.lower()
+    if low in _FALSE and not positive:
+        return 0.0
+    unit = low[-1:] if low[-1:] in _DURATION_UNITS and low[-1:] else ""
+    try:
+        value = float(low[: len(low) - len(unit)])
+    except ValueError:
+        value = -1.0
+    if not (0 <= value < 1e9) or (positive and value == 0) or math.isnan(value):
+        need = "a positive duration" if positive else "a duration or off"
+        raise ConfigError(f"{name}={raw!r} must be {need}, such as 30s, 10m, 2h or 3d")
+    return value * _DURATION_UNITS[unit]
+
+
+def _netrc(raw: str, env: Mapping[str, str]) -> Path | None:
+    """The netrc file to read: the variable, else $NETRC, else ~/.netrc if it exists."""
+    if raw:
+        path = Path(raw).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"PYPI_UPSTREAM_NETRC={raw!r} is not a readable file")
+        return path
+    default = env.get("NETRC") or os.path.join(env.get("HOME") or "~", ".netrc")
+    path = Path(default).expanduser()
+    return path if path.is_file() else None
 
 
 def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
@@ -138,7 +237,8 @@ def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
 
 def _url(name: str, raw: str) -> str:
     if not raw.startswith(("http://", "https://")):
-        raise ConfigError(f"{name}={raw!r} must be an http:// or https:// URL")
+        shown = raw if "@" not in raw else "<hidden: it may hold a password>"
+        raise ConfigError(f"{name}={shown!r} must be an http:// or https:// URL")
     return raw
 
 

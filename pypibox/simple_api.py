@@ -129,8 +129,16 @@ def _versions(entries: t.Sequence[FileEntry]) -> list[str]:
     return list(seen)
 
 
-def render_project(name: str, entries: t.Sequence[FileEntry], kind: str) -> Page:
-    """A project's page."""
+def _yank(reason: str | None) -> bool | str:
+    """PEP 592 in JSON: False, True (yanked without a reason) or the reason."""
+    return False if reason is None else (reason or True)
+
+
+def render_project(name: str, entries: t.Sequence[FileEntry], kind: str,
+                   yanked: t.Callable[[str], str | None] = lambda relpath: None,
+                   status: str | None = None, reason: str = "") -> Page:
+    """A project's page; ``yanked(relpath)`` gives a yank's reason (None: not yanked),
+    ``status`` the project's PEP 792 status (None: active)."""
     if kind == JSON:
         files = []
         for entry in entries:
@@ -140,7 +148,7 @@ def render_project(name: str, entries: t.Sequence[FileEntry], kind: str) -> Page
                 "hashes": {"sha256": entry.sha256},
                 "size": entry.size,
                 "upload-time": upload_time(entry.mtime_ns),
-                "yanked": False,
+                "yanked": _yank(yanked(entry.relpath)),
             }
             if entry.requires_python:
                 item["requires-python"] = entry.requires_python
@@ -149,8 +157,10 @@ def render_project(name: str, entries: t.Sequence[FileEntry], kind: str) -> Page
                 # "dist-info-metadata" key (the reason PEP 714 renamed it).
                 item["core-metadata"] = {"sha256": entry.metadata_sha256}
             files.append(item)
-        data = {"meta": {"api-version": API_VERSION}, "name": name, "files": files,
-                "versions": _versions(entries)}
+        data: dict[str, t.Any] = {"meta": {"api-version": API_VERSION}, "name": name,
+                                  "files": files, "versions": _versions(entries)}
+        if status:
+            data["project-status"] = {"status": status, "reason": reason}
         return _page(json.dumps(data, separators=(",", ":")).encode(), kind)
     rows = []
     for entry in entries:
@@ -161,10 +171,17 @@ def render_project(name: str, entries: t.Sequence[FileEntry], kind: str) -> Page
         if entry.metadata_sha256:
             value = f"sha256={entry.metadata_sha256}"
             attrs += f' data-dist-info-metadata="{value}" data-core-metadata="{value}"'
+        why = yanked(entry.relpath)
+        if why is not None:
+            attrs += f' data-yanked="{html.escape(why)}"'
         rows.append(f'<a href="{href}"{attrs}>{html.escape(entry.filename)}</a><br>\n')
     title = html.escape(name)
     body = ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<meta name=\"pypi:repository-version\" content=\"{API_VERSION}\">\n"
-            f"<title>Links for {title}</title>\n</head>\n<body>\n<h1>Links for {title}</h1>\n"
+            + (f'<meta name="pypi:project-status" content="{html.escape(status)}">\n'
+               if status else "")
+            + (f'<meta name="pypi:project-status-reason" content="{html.escape(reason)}">\n'
+               if status and reason else "")
+            + f"<title>Links for {title}</title>\n</head>\n<body>\n<h1>Links for {title}</h1>\n"
             f"{''.join(rows)}</body>\n</html>\n")
     return _page(body.encode("utf-8"), kind)

@@ -201,6 +201,16 @@ class AtomicFileBackend(SimpleFileBackend):  # type: ignore[misc]
             raise
         self.commit(upload, filename)
 
+    def remove_package(self, pkg: PkgFile) -> None:
+        """pypiserver's interface: delete a file (gone already is fine); errors are raised,
+        for the caller to answer (pypiserver's own version logs a traceback first)."""
+        if pkg.fn is not None:
+            try:
+                os.remove(pkg.fn)
+            except FileNotFoundError:
+                log.warning("%s was removed already", os.path.basename(pkg.fn))
+            _fsync_dir(Path(pkg.fn).parent)
+
     def remove_file(self, path: str, project: str, version: str) -> None:
         """Delete one stored file through pypiserver's interface."""
         try:

@@ -7,17 +7,16 @@ import io
 import logging
 import typing as t
 
-from packaging.utils import canonicalize_name
-from packaging.version import InvalidVersion, Version
-
 from . import validate
 from .messages import Refusal, Request, Response, plain
 from .multipart import Form
 from .storage import AtomicFileBackend, FileExists, UploadFile
+from .teams import FORM_ACTIONS
 
 if t.TYPE_CHECKING:
     from .index import PackageIndex
     from .settings import Settings
+    from .teams import Teams
 
 log = logging.getLogger("pypibox.writepath")
 
@@ -44,21 +43,15 @@ class Receiver:
             self.upload.discard()
 
 
-def _same_version(a: str, b: str) -> bool:
-    try:
-        return Version(a) == Version(b)
-    except InvalidVersion:
-        return a == b
-
-
 class WritePath:
     """The actions of the upload form, run in the upload pool once the form is received."""
 
-    def __init__(self, settings: Settings, index: PackageIndex,
-                 backend: AtomicFileBackend) -> None:
+    def __init__(self, settings: Settings, index: PackageIndex, backend: AtomicFileBackend,
+                 teams: Teams) -> None:
         self.settings = settings
         self.index = index
         self.backend = backend
+        self.teams = teams
 
     def receiver(self, req: Request) -> Receiver:
         """Where the event loop puts this request's file part."""
@@ -74,8 +67,12 @@ class WritePath:
             raise Refusal(400, "Bad request: the form has no ':action' field")
         if action == "file_upload":
             return self.file_upload(req, form)
-        if action == "remove_pkg":
-            return self.remove_pkg(req, form)
+        if action in FORM_ACTIONS:
+            # remove_pkg, yank, unyank, set_status, add_/remove_maintainer, add_/remove_owner
+            fields = {name: form.get(name) or "" for name in
+                      (":action", "name", "version", "filename", "reason", "status", "user")}
+            assert req.identity is not None
+            return plain(200, self.teams.form(req.identity, fields, req.client))
         if action in ("submit", "verify"):
             # `setup.py register`: an upload creates the project, nothing to register.
             log.info("ignored :action=%s (registering is not needed)", action)
@@ -96,14 +93,19 @@ class WritePath:
         if form.signature is not None and form.signature[0] != f"{filename}.asc":
             raise Refusal(400, f"Bad request: the signature {form.signature[0][:80]!r} is not "
                                f"named {filename}.asc")
-        if not self.settings.overwrite and self.backend.exists(filename):
-            raise self._exists(req, filename)
         upload.stage()
         try:
             dist = validate.check_file(upload.path, filename)
         except validate.InvalidUpload as exc:
             log.warning("refused an upload: %s", exc)
             raise Refusal(400, str(exc)) from None
+        # Rights before "already exists": bob learns he may not, not what alice stored.
+        rights = self.teams.rights
+        assert req.identity is not None
+        rights.check(req.identity, "upload", dist.project)
+        rights.check_filename(filename)  # a deleted file's name is never used again
+        if not self.settings.overwrite and self.backend.exists(filename):
+            raise self._exists(req, filename)
         sha256 = _sha256(upload.path)
         claimed = form.get("sha256_digest")
         if claimed and claimed.strip().lower() != sha256:
@@ -111,7 +113,9 @@ class WritePath:
                                f"sha256_digest {claimed[:64]!r} the form gives; nothing was "
                                "stored")
         try:
-            self.backend.commit(upload, filename)
+            # Under the audit trail's lock: the first uploader of a project becomes its owner.
+            rights.upload(req.identity, dist.project, filename, sha256, req.client,
+                          lambda: self.backend.commit(upload, filename))
         except FileExists:
             raise self._exists(req, filename) from None
         if form.signature is not None:
@@ -137,28 +141,6 @@ class WritePath:
         code = 400 if "twine" in req.headers.get("user-agent", "") else 409
         return Refusal(code, f"already exists: {filename}; a stored file is never replaced "
                              "(PYPI_OVERWRITE is off): publish a new version")
-
-    # -- remove_pkg --------------------------------------------------------------------------
-    def remove_pkg(self, req: Request, form: Form) -> Response:
-        """Delete every file of one version of a project."""
-        name, version = form.get("name"), form.get("version")
-        if not name or not version:
-            raise Refusal(400, "Bad request: remove_pkg needs the 'name' and 'version' fields")
-        self.index.refresh()
-        project = canonicalize_name(name)
-        entries = [e for e in self.index.project(project) or ()
-                   if _same_version(e.version, version)]
-        if not entries:
-            raise Refusal(404, f"Not found: {name[:80]} {version[:40]} is not stored")
-        for entry in entries:
-            for relpath in (entry.relpath, entry.relpath + ".asc"):
-                stored = self.index.file(relpath)
-                if stored is None:
-                    continue
-                self.backend.remove_file(stored.path, project, entry.version)
-                self.index.remove(relpath)
-        log.info("removed %s %s (%d files)", project, version, len(entries))
-        return plain(200, "OK")
 
 
 def _sha256(path: t.Any) -> str:

@@ -26,13 +26,18 @@ COMPILE = ["uv", "pip", "compile", "--universal", "--python-version", "3.11",
            "--generate-hashes", "--no-header", "--quiet"]
 
 
+# A pin, with the extras the test lock keeps (``name[extra]==version``).
+PIN = r"([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?=="
+PIN_START = r"(?m)^(?=[A-Za-z0-9_.-]+(?:\[[^\]]*\])?==)"  # no group: re.split keeps groups
+
+
 def _names(lock: str) -> set[str]:
-    return {m.group(1).lower() for m in re.finditer(r"^([A-Za-z0-9_.-]+)==", lock, re.M)}
+    return {m.group(1).lower() for m in re.finditer("^" + PIN, lock, re.MULTILINE)}
 
 
 def _drop(lock: str, names: set[str]) -> str:
-    blocks = re.split(r"(?m)^(?=[A-Za-z0-9_.-]+==)", lock)
-    return "".join(b for b in blocks if not (m := re.match(r"([A-Za-z0-9_.-]+)==", b))
+    blocks = re.split(PIN_START, lock)
+    return "".join(b for b in blocks if not (m := re.match(PIN, b))
                    or m.group(1).lower() not in names)
 
 
@@ -43,8 +48,11 @@ def main() -> int:
         subprocess.run(COMPILE + ["requirements.in", "-o", str(out)], cwd=ROOT, check=True)
         runtime.write_text(HEADER + out.read_text())
         full = Path(tmp) / "test.txt"
-        subprocess.run(COMPILE + ["requirements-test.in", "-c", "requirements.lock",
-                                  "-o", str(full)], cwd=ROOT, check=True)
+        # Extras stay on the test pins: pip's --require-hashes mode takes a requirement with
+        # extras (pdm's hishel[httpx2]>=1.4.0) as unpinned unless the pin names them too, and
+        # then wants the newest release (pip issue 9644).
+        subprocess.run(COMPILE + ["--no-strip-extras", "requirements-test.in",
+                                  "-c", "requirements.lock", "-o", str(full)], cwd=ROOT, check=True)
         test = _drop(full.read_text(), _names(runtime.read_text()))
         (ROOT / "requirements-test.lock").write_text(
             "# requirements-test.lock: test tools, installed with requirements.lock.\n"

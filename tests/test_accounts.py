@@ -10,7 +10,8 @@ import time
 
 from conftest import PASSWORD, ROOT, add_user, basic, clean_env, make_server
 from pkgfactory import make_wheel
-from test_server import post, upload_form
+from support import upload_form
+from test_server import post
 
 
 def pypibox(*args: str, stdin: str | None = None, **env: str) -> subprocess.CompletedProcess:
@@ -94,8 +95,8 @@ def wait_until(predicate, timeout: float = 2.0) -> bool:
         time.sleep(0.05)
 
 
-def upload_status(srv, tmp_path, user, password, version):
-    wheel = make_wheel(tmp_path / version, "reload-pkg", version)
+def upload_status(srv, tmp_path, user, password, version, project="reload-pkg"):
+    wheel = make_wheel(tmp_path / version, project, version)
     return post(srv, upload_form(wheel.name, wheel.read_bytes()), (user, password)).status
 
 
@@ -108,7 +109,8 @@ def test_added_and_removed_users_take_effect_within_two_seconds(tmp_path):
         assert wait_until(lambda: upload_status(srv, tmp_path, "bob", "bobs-pw", next(versions)) == 200)
         subprocess.run(["htpasswd", "-D", str(srv.htpasswd), "bob"], check=True, capture_output=True)
         assert wait_until(lambda: upload_status(srv, tmp_path, "bob", "bobs-pw", next(versions)) == 403)
-        assert upload_status(srv, tmp_path, "alice", PASSWORD, "9.0") == 200
+        # alice is still in (reload-pkg is bob's project, so she uploads her own).
+        assert upload_status(srv, tmp_path, "alice", PASSWORD, "9.0", "alice-pkg") == 200
     finally:
         srv.stop()
 

@@ -1,55 +1,21 @@
 """`make backup` / `make restore` run for real against a recording stand-in for docker.
 
-The stand-in (an executable named ``docker`` first on PATH) appends its argv as a JSON line to
-$DOCKER_LOG and plays a small engine: ``run ... tar -czf -`` streams a real tar.gz of the
-directory $FAKE_VOLUME, the entry count check prints what is in it, and the restore run
-saves what it was given on stdin, so the tests can compare bytes end to end.
+The stand-in (tests/fakes/docker, first on PATH) records each call and plays a small engine:
+with $FAKE_VOLUME set, ``run ... tar -czf -`` streams a real tar.gz of that directory, the
+entry count check prints what is in it, and the restore run saves what it was given on
+stdin, so the tests can compare bytes end to end.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, clean_env
-
-STUB = r'''#!/usr/bin/env python3
-import json, os, subprocess, sys
-args = sys.argv[1:]
-with open(os.environ["DOCKER_LOG"], "a") as log:
-    log.write(json.dumps(args) + "\n")
-if os.environ.get("FAKE_FAIL") and args[:1] == ["run"]:
-    sys.stderr.write("fake engine: failure\n")
-    sys.exit(125)
-volume = os.environ["FAKE_VOLUME"]
-if args[:2] == ["volume", "inspect"]:
-    sys.exit(0 if os.path.isdir(volume) else 1)
-if args[:2] == ["volume", "create"]:
-    os.makedirs(volume, exist_ok=True)
-    print(args[2])
-    sys.exit(0)
-if args[:1] == ["ps"]:
-    print(os.environ.get("FAKE_RUNNING", ""))
-    sys.exit(0)
-if args[:1] == ["run"]:
-    if "-czf" in args:
-        sys.stdout.flush()
-        sys.exit(subprocess.call(["tar", "-czf", "-", "-C", volume, "."]))
-    if any("wc -l" in a for a in args):
-        print(len([n for n in os.listdir(volume) if n != ".pypibox"]))
-        sys.exit(0)
-    if any("tar -xzf" in a for a in args):
-        data = sys.stdin.buffer.read()
-        with open(os.environ["DOCKER_LOG"] + ".stdin", "wb") as fh:
-            fh.write(data)
-        sys.exit(0)
-sys.stderr.write("fake engine: unexpected call %r\n" % (args,))
-sys.exit(99)
-'''
+from conftest import ROOT
+from support import FakeDocker
 
 IMAGE = "example/pypibox-server:test"
 
@@ -57,19 +23,13 @@ IMAGE = "example/pypibox-server:test"
 @pytest.fixture
 def engine(tmp_path):
     """PATH with the stand-in first, its log, and the directory that plays the volume."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    stub = bin_dir / "docker"
-    stub.write_text(STUB)
-    stub.chmod(0o755)
     volume = tmp_path / "volume"
     volume.mkdir()
     (volume / "pkg_a-1.0-py3-none-any.whl").write_bytes(os.urandom(3000))
     (volume / "pkg-b-2.0.tar.gz").write_bytes(os.urandom(2000))
     (volume / ".pypibox").mkdir()
     log = tmp_path / "docker.log"
-    env = clean_env(PATH=f"{bin_dir}:{os.environ['PATH']}", DOCKER_LOG=str(log),
-                    FAKE_VOLUME=str(volume))
+    env = FakeDocker(log).env(FAKE_VOLUME=str(volume))
     env.pop("DOCKER", None)
     env.pop("MAKEFLAGS", None)
     return {"env": env, "log": log, "volume": volume, "tmp": tmp_path}
@@ -82,8 +42,7 @@ def make(engine, *targets: str, **extra: str) -> subprocess.CompletedProcess:
 
 
 def calls(engine) -> list[list[str]]:
-    log = engine["log"]
-    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return FakeDocker(engine["log"]).argv()
 
 
 def runs(engine) -> list[list[str]]:
@@ -101,7 +60,8 @@ def test_backup_streams_the_volume_read_only_without_network(engine):
     assert run[run.index("--network") + 1] == "none"
     assert IMAGE in run
     assert run[run.index("--entrypoint") + 1] == "tar"
-    assert run[run.index(IMAGE) + 1:] == ["-czf", "-", "-C", "/data/packages", "."]
+    assert run[run.index(IMAGE) + 1:] == ["-czf", "-", "--exclude=./.pypibox/cache",
+                                          "-C", "/data/packages", "."]
     with tarfile.open(backup) as tf:
         members = {m.name.removeprefix("./") for m in tf.getmembers() if m.isfile()}
         assert members == {"pkg_a-1.0-py3-none-any.whl", "pkg-b-2.0.tar.gz"}

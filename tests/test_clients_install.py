@@ -15,7 +15,8 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-from conftest import PASSWORD, clean_env, make_server, run, venv_bin
+from clienttools import upload
+from conftest import PASSWORD, clean_env, make_server
 from pkgfactory import make_sdist, make_wheel
 
 VENV_BIN = str(Path(sys.executable).parent)
@@ -23,13 +24,6 @@ VENV_BIN = str(Path(sys.executable).parent)
 
 def out(result: subprocess.CompletedProcess) -> str:
     return result.stdout + result.stderr
-
-
-def upload(server, files: list[Path]) -> None:
-    result = run([venv_bin("twine"), "upload", "--non-interactive", "--disable-progress-bar",
-                  "--repository-url", server.url + "/", "-u", "alice", "-p", PASSWORD,
-                  *map(str, files)])
-    assert result.returncode == 0, out(result)
 
 
 def packages(dest: Path) -> list[Path]:

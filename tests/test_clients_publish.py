@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import PASSWORD, basic, clean_env, http, make_server, venv_bin
 from pkgfactory import make_sdist, make_wheel
+from support import content_type, form
 
 VENV_BIN = str(Path(sys.executable).parent)  # python3, twine, uv and hatch of the test venv
 
@@ -185,13 +186,11 @@ def test_setup_py_upload_errors_wrong_password_existing_file_missing_section(srv
 def test_register_actions_are_accepted_and_ignored(srv):
     """`setup.py register` posts :action=submit (or verify): 200 with a password, no change."""
     for action in ("submit", "verify"):
-        body = (f'--b\r\nContent-Disposition: form-data; name=":action"\r\n\r\n{action}\r\n'
-                '--b\r\nContent-Disposition: form-data; name="name"\r\n\r\nghost-register\r\n'
-                '--b\r\nContent-Disposition: form-data; name="version"\r\n\r\n1.0\r\n--b--\r\n')
-        headers = {"Content-Type": "multipart/form-data; boundary=b"}
-        anonymous = http("POST", srv.url + "/", body.encode(), headers)
+        body = form({":action": action, "name": "ghost-register", "version": "1.0"})
+        headers = {"Content-Type": content_type()}
+        anonymous = http("POST", srv.url + "/", body, headers)
         assert anonymous.status == 401
-        signed = http("POST", srv.url + "/", body.encode(),
+        signed = http("POST", srv.url + "/", body,
                       {**headers, "Authorization": basic("alice", PASSWORD)})
         assert signed.status == 200, (action, signed.status, signed.text)
     assert srv.get("/simple/ghost-register/").status != 200

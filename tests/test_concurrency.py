@@ -9,6 +9,7 @@ import time
 
 from conftest import PASSWORD, add_user, basic, http
 from pkgfactory import make_wheel
+from support import raw_request, upload_form
 
 SLOW_COST = "14"  # about a second per bcrypt check on this kind of machine
 
@@ -65,16 +66,9 @@ def test_a_slow_upload_holds_up_no_download(server_factory):
     wheel = make_wheel(srv.packages.parent, "trickle", "1.0", payload=b"\x01" * 300_000)
     make_wheel(srv.packages, "present", "1.0")
     data = wheel.read_bytes()
-    boundary = b"----trickle"
-    body = (b"--" + boundary + b'\r\nContent-Disposition: form-data; name=":action"\r\n\r\n'
-            b"file_upload\r\n--" + boundary
-            + b'\r\nContent-Disposition: form-data; name="content"; filename="'
-            + wheel.name.encode() + b'"\r\nContent-Type: application/octet-stream\r\n\r\n'
-            + data + b"\r\n--" + boundary + b"--\r\n")
-    head = (b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
-            b"Authorization: " + basic("alice", PASSWORD).encode() + b"\r\n"
-            b"Content-Type: multipart/form-data; boundary=" + boundary + b"\r\n"
-            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+    body, ctype = upload_form(wheel.name, data)
+    head = raw_request("POST", "/", {"Authorization": basic("alice", PASSWORD),
+                                     "Content-Type": ctype}, length=len(body))
     with socket.create_connection(("127.0.0.1", srv.port), timeout=30) as sock:
         sock.sendall(head + body[: len(body) // 2])
         # Half the body is in; the worker must go on serving everyone else.

@@ -9,21 +9,15 @@ import time
 import pytest
 from conftest import PASSWORD, add_user, basic, http, make_server
 from pkgfactory import make_wheel
-
-BOUNDARY = "door-boundary-3"
+from support import content_type
+from support import form as multipart
 
 
 def form(fields: dict[str, str], filename: str | None = None, content: bytes = b"") -> bytes:
-    parts = [f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
-             for k, v in fields.items()]
-    if filename:
-        parts.append(f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="content"; '
-                     f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
-                     .encode() + content + b"\r\n")
-    return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
+    return multipart(fields, [("content", filename, content)] if filename else [])
 
 
-CT = {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+CT = {"Content-Type": content_type()}
 
 
 @pytest.fixture(scope="module")

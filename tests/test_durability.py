@@ -16,18 +16,15 @@ from pathlib import Path
 import pytest
 from conftest import PASSWORD, ROOT, Server, basic, clean_env, free_port, http, make_server
 from pkgfactory import make_wheel
+from support import start_with_prefix, upload_form
 
 AUTH = {"Authorization": basic("alice", PASSWORD)}
-BOUNDARY = "durability-boundary-42"
 STATE_DIR = ".pypibox"
 
 
 def form(filename: str, content: bytes) -> tuple[bytes, dict[str, str]]:
-    head = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name=":action"\r\n\r\nfile_upload\r\n'
-            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="content"; '
-            f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n').encode()
-    body = head + content + f"\r\n--{BOUNDARY}--\r\n".encode()
-    return body, {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}", **AUTH}
+    body, ctype = upload_form(filename, content)
+    return body, {"Content-Type": ctype, **AUTH}
 
 
 def upload(srv: Server, path: Path) -> int:
@@ -48,19 +45,6 @@ def killpg(srv: Server) -> None:
     """SIGKILL the server's whole process group (master and workers) and reap it."""
     os.killpg(srv.proc.pid, signal.SIGKILL)
     srv.proc.wait(10)
-
-
-def start_wrapped(srv: Server, prefix: list[str], **env: str) -> Server:
-    """Start ``srv`` like Server.start, but as ``prefix + [python -m pypibox]``."""
-    full = clean_env(PYPI_HOST="127.0.0.1", PYPI_PORT=str(srv.port),
-                     PYPI_PACKAGES_DIR=str(srv.packages), PYPI_HTPASSWD=str(srv.htpasswd),
-                     PYTHONPATH=str(ROOT), **srv.env, **env)
-    with open(srv.log, "ab") as handle:
-        srv.proc = subprocess.Popen([*prefix, sys.executable, "-m", "pypibox"], env=full, cwd=ROOT,
-                                    stdout=handle, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-    srv.wait_ready()
-    return srv
 
 
 def need_root(what: str) -> None:
@@ -221,7 +205,8 @@ def test_full_disk_gives_507_stores_nothing_and_keeps_serving(tmp_path, stopper)
     stopper(srv)
     mount = ('mount -t tmpfs -o size=4m pypibox-full "$PYPI_PACKAGES_DIR" '
              '&& exec "$@"')
-    start_wrapped(srv, ["unshare", "--mount", "--propagation", "private", "sh", "-c", mount, "sh"])
+    start_with_prefix(srv, ["unshare", "--mount", "--propagation", "private", "sh", "-c", mount,
+                            "sh"])
     inside = Path(f"/proc/{srv.proc.pid}/root") / srv.packages.relative_to("/")
     assert os.statvfs(inside).f_blocks * os.statvfs(inside).f_frsize <= 4 << 20, "not the tmpfs"
 
@@ -290,8 +275,8 @@ def test_accounts_on_a_read_only_mount_are_read_but_never_written(tmp_path, stop
     auth_dir = srv.htpasswd.parent
     if os.geteuid() == 0:
         script = 'mount --bind -o ro "$AUTH_DIR" "$AUTH_DIR" && exec "$@"'
-        start_wrapped(srv, ["unshare", "--mount", "--propagation", "private", "sh", "-c", script,
-                            "sh"], AUTH_DIR=str(auth_dir))
+        start_with_prefix(srv, ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                                script, "sh"], AUTH_DIR=str(auth_dir))
         same_place = ["nsenter", "-t", str(srv.proc.pid), "-m"]
     else:
         auth_dir.chmod(0o555)

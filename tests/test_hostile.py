@@ -23,9 +23,14 @@ from conftest import PASSWORD, make_server
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pkgfactory import make_sdist, make_wheel
+from support import BOUNDARY as SUPPORT_BOUNDARY
+from support import exchange, file_field, twine_upload
+from support import form_field as field
+from support import join_form as form
+from support import raw_request as request
 
 LIMIT = 1 << 20  # PYPI_MAX_UPLOAD_SIZE of the server under attack
-BOUNDARY = b"hostile-boundary-7d1f"
+BOUNDARY = SUPPORT_BOUNDARY.encode()
 AUTH = b"Basic " + base64.b64encode(f"alice:{PASSWORD}".encode())
 
 
@@ -54,71 +59,7 @@ def dists(tmp_path_factory) -> dict[str, bytes]:
     }
 
 
-# -- raw HTTP ----------------------------------------------------------------------------------
-@dataclass
-class Reply:
-    status: int
-    reason: str
-    body: bytes
-
-
-def exchange(port: int, data: bytes, *, half_close: bool = False, timeout: float = 15) -> Reply:
-    """Send ``data`` as is on a new connection and read the reply until the server closes."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        try:
-            sock.sendall(data)
-            if half_close:
-                sock.shutdown(socket.SHUT_WR)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the server may answer and close before reading everything
-        chunks = []
-        try:
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-        except (ConnectionResetError, TimeoutError):
-            pass
-    raw = b"".join(chunks)
-    assert raw.startswith(b"HTTP/1."), f"no HTTP reply: {raw[:200]!r}"
-    head, _, body = raw.partition(b"\r\n\r\n")
-    status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
-    parts = status_line.split(" ", 2)
-    return Reply(int(parts[1]), parts[2] if len(parts) > 2 else "", body)
-
-
-def request(method: str, path: bytes | str, headers: dict[str, bytes | str] | None = None,
-            body: bytes = b"", length: int | None = None) -> bytes:
-    """An HTTP/1.1 request as bytes; Content-Length is the body's unless ``length`` says
-    (-1: none)."""
-    if isinstance(path, str):
-        path = path.encode()
-    lines = [method.encode() + b" " + path + b" HTTP/1.1", b"Host: 127.0.0.1",
-             b"Connection: close"]
-    hdrs = dict(headers or {})
-    if length != -1 and (body or length is not None or method == "POST"):
-        hdrs.setdefault("Content-Length", str(len(body) if length is None else length))
-    for key, value in hdrs.items():
-        lines.append(key.encode() + b": " + (value if isinstance(value, bytes) else value.encode()))
-    return b"\r\n".join(lines) + b"\r\n\r\n" + body
-
-
-def field(name: bytes, value: bytes) -> bytes:
-    return (b"--" + BOUNDARY + b'\r\nContent-Disposition: form-data; name="' + name
-            + b'"\r\n\r\n' + value + b"\r\n")
-
-
-def file_field(filename: bytes, content: bytes, name: bytes = b"content") -> bytes:
-    return (b"--" + BOUNDARY + b'\r\nContent-Disposition: form-data; name="' + name
-            + b'"; filename="' + filename + b'"\r\nContent-Type: application/octet-stream\r\n\r\n'
-            + content + b"\r\n")
-
-
-def form(*parts: bytes, close: bool = True) -> bytes:
-    return b"".join(parts) + (b"--" + BOUNDARY + b"--\r\n" if close else b"")
-
-
+# -- requests (raw HTTP and form builders: tests/support.py) ---------------------------------
 def upload(filename: bytes | str, content: bytes, auth: bytes | None = AUTH,
            action: bytes = b"file_upload") -> bytes:
     if isinstance(filename, str):
@@ -443,12 +384,9 @@ def test_fuzzing_stored_nothing_and_logged_no_traceback(target):
 
 def test_twine_prints_the_reason_of_a_refusal(target, tmp_path):
     """The refusal reaches the user: twine shows the reason phrase of the 400."""
-    from conftest import run, venv_bin
-
     # A valid wheel that twine accepts but the server refuses: its name is too long.
     wheel = make_wheel(tmp_path, "v" * 185, "1.0")
-    result = run([venv_bin("twine"), "upload", "--non-interactive", "--disable-progress-bar",
-                  "--repository-url", target.url + "/", "-u", "alice", "-p", PASSWORD, str(wheel)])
+    result = twine_upload(target, [wheel])
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "400" in output and "longer than 200 characters" in output, output

@@ -7,8 +7,9 @@ import signal
 import subprocess
 import time
 
-from conftest import PASSWORD, ROOT, add_user, clean_env, free_port, http, run, venv_bin
+from conftest import PASSWORD, ROOT, add_user, clean_env, free_port, http
 from pkgfactory import make_wheel
+from support import twine_upload
 from test_makefiles import copy_build_files
 
 
@@ -33,13 +34,11 @@ def test_make_dev_serves_uploads_into_data_packages(tmp_path):
         else:
             raise AssertionError((tmp_path / "dev.log").read_text())
         wheel = make_wheel(tmp_path / "dist", "dev-pkg", "1.0")
-        up = run([venv_bin("twine"), "upload", "--non-interactive", "--repository-url", url + "/",
-                  "-u", "alice", "-p", PASSWORD, str(wheel)])
+        up = twine_upload(url, [wheel])
         assert up.returncode == 0, up.stdout + up.stderr
         assert (repo / "data" / "packages" / wheel.name).read_bytes() == wheel.read_bytes()
         # PYPI_OVERWRITE from the environment reached the server: a second upload is accepted.
-        again = run([venv_bin("twine"), "upload", "--non-interactive", "--repository-url", url + "/",
-                     "-u", "alice", "-p", PASSWORD, str(wheel)])
+        again = twine_upload(url, [wheel])
         assert again.returncode == 0, again.stdout + again.stderr
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

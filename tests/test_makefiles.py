@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -10,10 +9,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, add_user, clean_env
-from ptyrun import run_in_pty
+from conftest import ROOT, add_user
+from support import FakeDocker, run_in_pty
 
-FAKES = ROOT / "tests" / "fakes"
 COPY = ["Makefile", "Dockerfile", ".dockerignore", "requirements.lock", "scripts", "auth", "pypibox"]
 
 
@@ -35,33 +33,14 @@ def repo(tmp_path) -> Path:
     return copy_build_files(tmp_path / "repo")
 
 
-class Docker:
-    """The calls the stand-in recorded."""
-
-    def __init__(self, log: Path) -> None:
-        self.log = log
-
-    @property
-    def calls(self) -> list[dict]:
-        if not self.log.exists():
-            return []
-        return [json.loads(line) for line in self.log.read_text().splitlines()]
-
-    def argv(self, *prefix: str) -> list[list[str]]:
-        return [c["argv"] for c in self.calls if c["argv"][: len(prefix)] == list(prefix)]
-
-    def clear(self) -> None:
-        self.log.unlink(missing_ok=True)
-
-
 @pytest.fixture
-def docker(tmp_path) -> Docker:
-    return Docker(tmp_path / "docker-calls.jsonl")
+def docker(tmp_path) -> FakeDocker:
+    return FakeDocker(tmp_path / "docker-calls.jsonl")
 
 
-def make(repo: Path, docker: Docker, *args: str, env: dict[str, str] | None = None,
+def make(repo: Path, docker: FakeDocker, *args: str, env: dict[str, str] | None = None,
          directory: str = "") -> subprocess.CompletedProcess:
-    full_env = clean_env(PATH=f"{FAKES}:{os.environ['PATH']}", FAKE_DOCKER_LOG=str(docker.log))
+    full_env = docker.env()
     full_env.update(env or {})
     cmd = ["make", "--no-print-directory"] + (["-C", directory] if directory else []) + list(args)
     return subprocess.run(cmd, cwd=repo, env=full_env, capture_output=True, text=True, timeout=120)
@@ -263,7 +242,7 @@ def test_auth_adduser_with_neither_htpasswd_nor_docker(repo, docker):
 
 
 def test_auth_adduser_on_host_prompts_twice_and_writes_bcrypt(repo, docker):
-    env = clean_env(PATH=f"{FAKES}:{os.environ['PATH']}", FAKE_DOCKER_LOG=str(docker.log))
+    env = docker.env()
     for user in ("bob", "carl"):
         code, out = run_in_pty(["make", "-C", "auth", "adduser", f"USER={user}", "COST=5"],
                                [("password:", "pw-" + user + "\n"), ("password:", "pw-" + user + "\n")],

@@ -8,8 +8,8 @@ import shutil
 import subprocess
 
 from conftest import ROOT, clean_env
-from ptyrun import run_in_pty
-from test_makefiles import FAKES, copy_build_files
+from support import FAKES, run_in_pty
+from test_makefiles import copy_build_files
 
 PROMPTING = re.compile(r"htpasswd (-c -B )?auth/htpasswd|adduser")
 

@@ -8,14 +8,9 @@ import sys
 import threading
 
 import pytest
-from conftest import PASSWORD, basic, clean_env, http, run, venv_bin
+from conftest import PASSWORD, basic, clean_env, http, run
 from pkgfactory import make_sdist, make_wheel
-
-
-def twine_upload(server, files, user="alice", password=PASSWORD, *extra):
-    return run([venv_bin("twine"), "upload", "--non-interactive", "--disable-progress-bar",
-                "--repository-url", server.url + "/", "-u", user, "-p", password, *extra,
-                *map(str, files)])
+from support import twine_upload, upload_form
 
 
 def test_upload_with_twine_install_with_pip_and_import(server, tmp_path):
@@ -39,17 +34,6 @@ def test_upload_with_twine_install_with_pip_and_import(server, tmp_path):
     imported = run([str(venv / "bin" / "python"), "-c",
                     "import hello_pypibox; print(hello_pypibox.NAME, hello_pypibox.__version__)"])
     assert imported.stdout.strip() == "hello-pypibox 1.0.0"
-
-
-def upload_form(filename: str, content: bytes, action: str = "file_upload") -> tuple[bytes, str]:
-    boundary = "----pypibox-test-boundary"
-    parts = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name=":action"\r\n\r\n{action}\r\n',
-        f'--{boundary}\r\nContent-Disposition: form-data; name="content"; filename="{filename}"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n",
-    ]
-    body = "".join(parts).encode() + content + f"\r\n--{boundary}--\r\n".encode()
-    return body, f"multipart/form-data; boundary={boundary}"
 
 
 def post(server, body_ct, auth=None):

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import PASSWORD, basic, clean_env, http, run, venv_bin
 from pkgfactory import make_sdist, make_wheel
+from support import content_type, form
 
 JSON = "application/vnd.pypi.simple.v1+json"
 V1_HTML = "application/vnd.pypi.simple.v1+html"
@@ -460,16 +461,17 @@ def test_file_rewritten_in_place_is_seen_within_two_seconds(server_factory, tmp_
 
 
 def test_remove_pkg_and_upload_are_visible_at_once_on_every_worker(server_factory, tmp_path):
-    srv = server_factory(PYPI_WORKERS="3", PYPI_THREADS="2", PYPI_FALLBACK="off")
+    # Files put in by hand have no recorded owner: an administrator removes them.
+    roles = tmp_path / "roles"
+    roles.write_text("admin alice\n")
+    srv = server_factory(PYPI_WORKERS="3", PYPI_THREADS="2", PYPI_FALLBACK="off",
+                         PYPI_ROLES=str(roles))
     auth = {"Authorization": basic("alice", PASSWORD)}
     keep = make_wheel(srv.packages / "nested", "gone-soon", "1.0")
     goes = make_wheel(srv.packages / "nested", "gone-soon", "2.0")
     assert goes.name in srv.get("/simple/gone-soon/").text
-    body = ('--b\r\nContent-Disposition: form-data; name=":action"\r\n\r\nremove_pkg\r\n'
-            '--b\r\nContent-Disposition: form-data; name="name"\r\n\r\ngone_soon\r\n'
-            '--b\r\nContent-Disposition: form-data; name="version"\r\n\r\n2.0\r\n--b--\r\n')
-    resp = http("POST", srv.url + "/", data=body.encode(),
-                headers={"Content-Type": "multipart/form-data; boundary=b", **auth})
+    body = form({":action": "remove_pkg", "name": "gone_soon", "version": "2.0"})
+    resp = http("POST", srv.url + "/", data=body, headers={"Content-Type": content_type(), **auth})
     assert resp.status == 200, resp.text
     assert not goes.exists()
     for _ in range(20):  # three workers: each must know at once, not after a timer

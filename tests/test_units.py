@@ -7,6 +7,7 @@ import io
 import time
 
 import pytest
+from support import file_field, form_field
 
 from pypibox import files, multipart, simple_api
 from pypibox.messages import Refusal, Request, Response, plain
@@ -178,9 +179,9 @@ B = b"bNd"
 
 
 def _part(name: str, value: bytes, filename: str | None = None, eol: bytes = b"\r\n") -> bytes:
-    disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
-    return (b"--" + B + eol + b"Content-Disposition: " + disposition.encode() + eol + eol
-            + value + eol)
+    if filename:
+        return file_field(filename, value, name, B, eol, ctype=None)
+    return form_field(name, value, B, eol)
 
 
 def _parse(body: bytes, step: int = 7) -> tuple[multipart.Form, bytes]:

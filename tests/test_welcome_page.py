@@ -1,4 +1,4 @@
-"""The page at ``/`` seen in a real headless browser (Debian's chromium), followed to the letter.
+"""The page at ``/`` seen in a real headless browser (tests/browser.py), followed to the letter.
 
 The snippets a person reads there are taken from the browser's DOM and used as they are (with
 the <username>/<password>/<package> placeholders filled in) to upload with twine, uv and hatch
@@ -8,14 +8,12 @@ and to install with pip and uv.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 
-import pytest
+from browser import headless
 from conftest import PASSWORD, basic, clean_env, http
 from pkgfactory import make_sdist, make_wheel
 
@@ -23,17 +21,8 @@ VENV_BIN = str(Path(sys.executable).parent)
 
 
 def chromium(*args: str) -> subprocess.CompletedProcess:
-    """Run headless chromium as root in CI would, with a new profile."""
-    exe = shutil.which("chromium")
-    if exe is None:
-        pytest.fail("chromium is missing: apt-get install chromium (.ci/run installs it)")
-    with tempfile.TemporaryDirectory() as profile:
-        return subprocess.run(
-            [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-             "--no-first-run", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", f"--user-data-dir={profile}", *args],
-            capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120,
-            env={**os.environ, "HOME": profile})
+    """Run headless Chromium (or the runner's Chrome) as root in CI would, with a new profile."""
+    return headless(*args)
 
 
 class Texts(HTMLParser):

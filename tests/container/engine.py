@@ -137,7 +137,11 @@ class Engine:
             self.stop()
             raise
         ns = f"pypibox-{self.name}"
-        cmd = [dockerd, "--data-root", str(self.base / "root"),
+        # Our own (empty) daemon.json: the machine's /etc/docker/daemon.json belongs to its own
+        # dockerd (a GitHub runner has one running) and may set what these flags set.
+        config = self.base / "daemon.json"
+        config.write_text("{}\n")
+        cmd = [dockerd, "--config-file", str(config), "--data-root", str(self.base / "root"),
                "--exec-root", str(self.base / "exec"), "--pidfile", str(self.base / "dockerd.pid"),
                "--host", self.host, "--bridge", self.bridge,
                "--iptables=false", "--ip6tables=false",

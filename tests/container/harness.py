@@ -3,19 +3,16 @@ terminal for interactive targets, uploads to a running container."""
 
 from __future__ import annotations
 
-import os
-import re
-import select
 import shutil
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from conftest import PASSWORD, basic, clean_env, free_port, http, run, venv_bin
+from conftest import PASSWORD, basic, clean_env, free_port, http, run
 from pkgfactory import make_wheel
+from support import Terminal, twine_upload, upload_form
 
 from .engine import Engine
 
@@ -63,62 +60,6 @@ def out(res: subprocess.CompletedProcess) -> str:
     return f"exit {res.returncode}\n--- stdout\n{res.stdout}\n--- stderr\n{res.stderr}"
 
 
-class Terminal:
-    """A command under a pseudo-terminal, driven like a person at the keyboard."""
-
-    def __init__(self, cmd: list[str], cwd: Path, env: dict[str, str]):
-        self.master, slave = os.openpty()
-        self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=slave, stdout=slave, stderr=slave,
-                                     start_new_session=True, close_fds=True)
-        os.close(slave)
-        self.text = ""
-        self.pos = 0
-
-    def _read(self, timeout: float) -> bool:
-        ready, _, _ = select.select([self.master], [], [], timeout)
-        if not ready:
-            return True
-        try:
-            data = os.read(self.master, 65536)
-        except OSError:  # EIO: the other side is closed
-            return False
-        if not data:
-            return False
-        self.text += data.decode("utf-8", "replace")
-        return True
-
-    def expect(self, pattern: str, timeout: float = 120) -> re.Match:
-        """Wait for ``pattern`` in the output after the previous match."""
-        deadline = time.monotonic() + timeout
-        while True:
-            match = re.compile(pattern).search(self.text, self.pos)
-            if match:
-                self.pos = match.end()
-                return match
-            left = deadline - time.monotonic()
-            if left <= 0 or not self._read(min(left, 0.5)):
-                raise AssertionError(f"no {pattern!r} in the terminal; it showed:\n{self.text}")
-
-    def send(self, line: str) -> None:
-        os.write(self.master, line.encode() + b"\r")
-
-    def wait(self, timeout: float = 120) -> int:
-        """Read until the program ends; its exit status."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self._read(0.5):
-            if self.proc.poll() is not None and not select.select([self.master], [], [], 0)[0]:
-                break
-        try:
-            return self.proc.wait(max(1.0, deadline - time.monotonic()))
-        finally:
-            os.close(self.master)
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
 def make_terminal(engine: Engine, *args: str, cwd: Path, as_user: int | None = None,
                   home: Path | None = None) -> Terminal:
     env = engine.env(TERM="dumb", **_home_env(home))
@@ -128,23 +69,8 @@ def make_terminal(engine: Engine, *args: str, cwd: Path, as_user: int | None = N
     return Terminal(cmd, cwd, env)
 
 
-def twine_upload(url: str, files: list[Path], user: str, password: str = PASSWORD):
-    return run([venv_bin("twine"), "upload", "--non-interactive", "--disable-progress-bar",
-                "--repository-url", url + "/", "-u", user, "-p", password, *map(str, files)])
-
-
-def upload_form(path: Path) -> tuple[bytes, str]:
-    """The multipart body of a legacy upload of ``path`` (what twine sends, minus metadata)."""
-    boundary = "----pypibox-container-test"
-    head = (f'--{boundary}\r\nContent-Disposition: form-data; name=":action"\r\n\r\nfile_upload\r\n'
-            f'--{boundary}\r\nContent-Disposition: form-data; name="content"; '
-            f'filename="{path.name}"\r\nContent-Type: application/octet-stream\r\n\r\n')
-    body = head.encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
-    return body, f"multipart/form-data; boundary={boundary}"
-
-
 def upload_status(url: str, path: Path, user: str, password: str = PASSWORD) -> int:
-    body, ct = upload_form(path)
+    body, ct = upload_form(path.name, path.read_bytes())
     return http("POST", url + "/", data=body,
                 headers={"Content-Type": ct, "Authorization": basic(user, password)}).status
 
