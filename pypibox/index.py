@@ -248,12 +248,16 @@ class PackageIndex:
             self._db_error(exc)
 
     def _db_error(self, exc: sqlite3.DatabaseError) -> None:
-        if is_corruption(exc):
-            log.warning("the index database is damaged (%s): rebuilding it from the files", exc)
+        if not is_corruption(exc):
+            log.warning("the index database is busy or cannot be written (%s)", exc)
+            return
+        log.warning("the index database is damaged (%s): rebuilding it from the files", exc)
+        try:
             self.db.rebuild(self.db.instance or None)
-            self.forget_all()
-        else:
-            log.warning("the index database is busy (%s)", exc)
+        except (OSError, sqlite3.Error) as again:  # a full or read-only disk
+            log.warning("cannot rebuild the index database (%s); answering from what it "
+                        "holds", again)
+        self.forget_all()
 
     def _after_fork(self) -> None:
         """A forked child must not share the parent's connections or thread."""

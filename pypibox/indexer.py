@@ -46,6 +46,8 @@ BATCH_SECONDS = 0.05
 #: Without inotify: how often sync requests are looked for.
 SYNC_POLL = 0.02
 _STATE_WD = "\0state"  # the watch of the state directory (sync requests)
+#: After a rebuild failed (a full or read-only disk), the next try.
+REBUILD_RETRY = 30.0
 #: Rows written per transaction when a walk found many changes.
 WRITE_CHUNK = 20_000
 #: More changed projects than this: their summaries are recomputed in SQL (the background
@@ -211,7 +213,7 @@ class Maintainer:
             now = time.monotonic()
             if now >= next_health:
                 next_health = now + self.recheck
-                self._health()
+                self._guard(self._health)
             wait = max(0.0, min(next_health, next_poll) - now)
             if self._dirty:
                 wait = min(wait, max(0.0, min(self._dirty.values()) - now))
@@ -306,7 +308,12 @@ class Maintainer:
                 self.stop.wait(1.0)
                 return None
             log.warning("the index database is damaged (%s): rebuilding it from the files", exc)
-            self.db.rebuild(self.db.instance)
+            try:
+                self.db.rebuild(self.db.instance)
+            except (OSError, sqlite3.Error) as again:  # a full or read-only disk
+                log.warning("cannot rebuild the index database (%s); trying again in %g s",
+                            again, REBUILD_RETRY)
+                self.stop.wait(REBUILD_RETRY)
             raise _Restart() from None
 
     def _size(self) -> int:
@@ -327,8 +334,7 @@ class Maintainer:
         if not self.db.intact() or size < self._db_size or self._short >= 2:
             log.warning("the index database %s was damaged or cut short: rebuilding it from "
                         "the files", self.db.instance)
-            self.db.rebuild(self.db.instance)
-            raise _Restart()
+            raise sqlite3.DatabaseError("database disk image is malformed (cut short)")
         self._db_size = size
 
     # -- walking -------------------------------------------------------------------------------

@@ -799,4 +799,9 @@ def test_a_worker_that_starts_with_nothing_to_record_writes_nothing(dirs):
     tm.watch_tokens()
     tm.rights.check(ROOT_ADMIN, "upload", "p")
     assert tm.ledger.owners("p") == frozenset() and tm.tokens.check("pypibox-" + "a" * 43) is None
-    assert list(packages.iterdir()) == []                      # no .pypibox/, no lock file
+    # Nothing but the index's own state (there from the start): no ledger, no lock file.
+    assert [p.name for p in packages.iterdir()] == [".pypibox"]
+    assert {p.name for p in (packages / ".pypibox").iterdir()
+            if not p.name.startswith("index-")} <= {"index.current", "maintainer.lock",
+                                                    "maintainer.state", "sync-request",
+                                                    "rebuild.lock"}
