@@ -1,6 +1,7 @@
 """``make bench``: pypibox against nginx and the stock pypiserver image setup, on 127.0.0.1.
 
 Usage: .venv/bin/python bench/run.py [--rounds 3] [--duration 6] [--warmup 2] [--quick]
+       .venv/bin/python bench/run.py --only scaling [--scale 1000000]
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ if __package__ in (None, ""):
 
 import bcrypt  # noqa: E402
 
-from bench import cache, clients, deps, report, servers, trees, wrk  # noqa: E402
+from bench import cache, clients, deps, report, scaling, servers, trees, wrk  # noqa: E402
 from bench.workloads import SCALE_SIZES, Workload, all_workloads, check  # noqa: E402
 
 RESULTS = servers.BENCH / "results"
@@ -60,7 +61,8 @@ class Bench:
         self.workloads = [w for w in all_workloads() if self._wanted(w)]
 
     def _wanted(self, wl: Workload) -> bool:
-        return not self.args.only or any(wl.key.startswith(k) for k in self.args.only.split(","))
+        return not self.args.only or any(wl.key.startswith(k) for k in self.args.only.split(",")
+                                         if k != "scaling")
 
     def prepare(self) -> None:
         """Generate the trees (real files), nginx's static pages and the htpasswd file."""
@@ -247,6 +249,29 @@ def write(bench: Bench, info: dict[str, Any], started: str) -> str:
     return md
 
 
+def run_scaling(args: argparse.Namespace, base: Path, info: dict[str, Any], started: str) -> None:
+    """The scaling section (bench/scaling.py): its table, results/scaling-<time>.{md,json}."""
+    password = os.urandom(9).hex()
+    htpasswd = base / "htpasswd-scaling"
+    digest = bcrypt.hashpw(password.encode(), bcrypt.gensalt(BCRYPT_COST)).decode()
+    htpasswd.write_text(f"{USER}:{digest}\n")
+    sizes = sorted(set(scaling.SIZES) | set(args.scale))
+    results, table = scaling.run(sizes, base, htpasswd, servers.basic(USER, password),
+                                 args.duration)
+    machine_now = machine()
+    md = (f"# pypibox scaling, {started}\n\n"
+          f"Machine: {machine_now['nproc']} CPUs ({machine_now['cpu']}), "
+          f"{machine_now['ram_gib']} GiB RAM; load average at end "
+          f"{os.getloadavg()[0]:.2f}. Code measured: {info['code']}. "
+          f"Trees cached in {scaling.CACHE}; default settings (2 workers).\n\n" + table)
+    print("\n" + md)
+    RESULTS.mkdir(exist_ok=True)
+    stamp = started.replace(":", "").replace("-", "")
+    (RESULTS / f"scaling-{stamp}.json").write_text(json.dumps(results, indent=1, default=str))
+    (RESULTS / f"scaling-{stamp}.md").write_text(md)
+    print(f"bench: wrote {RESULTS / ('scaling-' + stamp + '.md')}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=3, help="rounds; each figure is their median")
@@ -262,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true",
                    help="1 round, 2 s load, 1 s warm-up, 50 uploads")
     p.add_argument("--keep", action="store_true", help="keep the temporary trees and logs")
+    p.add_argument("--scale", type=int, action="append", default=[],
+                   help="also run the scaling section at this many files (e.g. 1000000)")
     args = p.parse_args(argv)
     if args.quick:
         args.rounds, args.duration, args.warmup, args.uploads = 1, 2, 1, 50
@@ -275,11 +302,15 @@ def main(argv: list[str] | None = None) -> int:
     info: dict[str, Any] = {"started": started, "machine": machine(), "args": vars(args),
                             "command": " ".join(["bench/run.py", *(argv or sys.argv[1:])]),
                             "code": code_version()}
+    keys = [k for k in args.only.split(",") if k]
     try:
-        bench.run()
-        info["versions"] = deps.versions(bench.stock_venv)
-        info["machine"]["loadavg_end"] = os.getloadavg()
-        write(bench, info, started)
+        if not keys or any(k != "scaling" for k in keys):
+            bench.run()
+            info["versions"] = deps.versions(bench.stock_venv)
+            info["machine"]["loadavg_end"] = os.getloadavg()
+            write(bench, info, started)
+        if not keys or "scaling" in keys:
+            run_scaling(args, base, info, started)
     finally:
         if args.keep:
             print(f"bench: kept {base}")

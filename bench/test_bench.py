@@ -126,6 +126,27 @@ def test_targets_pass_and_miss():
     assert got["simple: req/s vs stock"] == "n/a"
 
 
+def test_scaling_section_measures_a_small_tree(tmp_path, monkeypatch):
+    """The scaling section end to end on 50 files: every figure there, the tree cached."""
+    from bench import scaling
+
+    monkeypatch.setattr(scaling, "CACHE", tmp_path / "cache")
+    monkeypatch.setattr(scaling, "UPLOADS", 3)
+    htpasswd = tmp_path / "htpasswd"
+    htpasswd.write_text("bench:" + bcrypt.hashpw(b"pw", bcrypt.gensalt(4)).decode() + "\n")
+    results, table = scaling.run([50], tmp_path / "work", htpasswd,
+                                 servers.basic("bench", "pw"), 1)
+    (fig,) = results
+    assert "note" not in fig, fig
+    for _label, key, _fmt in scaling.ROWS:
+        assert fig.get(key) is not None, key
+    assert fig["project_warm_errors"] == fig["upload_errors"] == 0
+    assert fig["other_sees_upload_max_ms"] < 10_000
+    assert "| 50 files |" in table
+    assert (tmp_path / "cache" / "tree-50" / "done").exists()
+    assert not list((tmp_path / "cache" / "tree-50" / "packages").glob("uploaded*"))
+
+
 def test_cache_section_installs_through_nginx_and_pypibox(base: Path):
     from bench import cache
 

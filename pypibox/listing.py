@@ -75,11 +75,12 @@ class Listing:
         """True if the front page for this address is rendered and current."""
         self.index.refresh()
         cached = self._front.get(req.url_root)
-        return cached is not None and cached[0] == self.index.generation
+        return (cached is not None and cached[0] == self.index.generation
+                and self.index.settled())  # else sync() waits for files just copied in
 
     def front(self, req: Request) -> Response:
         """/: how to use this index, with its own address."""
-        self.index.refresh()
+        self.index.sync()
         generation = self.index.generation
         cached = self._front.get(req.url_root)
         if cached is None or cached[0] != generation:
@@ -107,12 +108,13 @@ class Listing:
             cached = self._files.get(self._page_number(req))
         except Refusal:
             return True
-        return cached is not None and cached[0] == self.index.generation
+        return (cached is not None and cached[0] == self.index.generation
+                and self.index.settled())
 
     def packages(self, req: Request) -> Response:
         """/packages/: every stored file, FILES_PER_PAGE to a page."""
         number = self._page_number(req)
-        self.index.refresh()
+        self.index.sync()
         generation = self.index.generation
         cached = self._files.get(number)
         if cached is None or cached[0] != generation:

@@ -60,6 +60,11 @@ class PageCache:
             self.size -= len(dropped.body)
 
 
+def _not_ready() -> Refusal:
+    return Refusal(503, "Service unavailable: the index is still reading the packages "
+                        "directory; retry in a few seconds", [("Retry-After", "2")])
+
+
 def file_cache_control(settings: Settings) -> str:
     """What clients and proxies may do with a stored file."""
     if settings.overwrite:
@@ -87,7 +92,11 @@ class ReadPath:
         """True if the list of projects is rendered and current."""
         self.index.refresh()
         kind = simple_api.negotiate(req.headers.get("accept"))
-        return kind is None or self.pages.get(("", kind), self.index.generation) is not None
+        if kind is None:
+            return True
+        # Not settled: files were copied in a moment ago; sync() waits for them (a thread).
+        return self.index.settled() and self.pages.get(("", kind),
+                                                       self.index.generation) is not None
 
     def project_ready(self, req: Request) -> bool:
         """True if the project page is rendered and current (or the answer is a redirect)."""
@@ -97,8 +106,13 @@ class ReadPath:
         if kind is None or raw != name or not _PROJECT.match(raw):
             return True
         self.index.refresh()
+        if self.index.pending(name):
+            return False  # files to read and hash first: not in the event loop
         stamp = self._stamp(name)
         if stamp is None:
+            # Unknown here: sure only once nothing copied in a moment ago is still unread.
+            if not (self.index.ready and self.index.settled()):
+                return False
             return self.cache is None or self.cache.page_ready(name, kind)
         return self.pages.get((name, kind), stamp) is not None
 
@@ -122,7 +136,9 @@ class ReadPath:
     def root_page(self, req: Request) -> Response:
         """/simple/: every project."""
         kind = self._kind(req)
-        self.index.refresh()
+        if not self.index.ready:
+            raise _not_ready()
+        self.index.sync()  # what was copied in a moment ago is listed
         stamp = self.index.generation
         page = self.pages.get(("", kind), stamp)
         if page is None:
@@ -142,6 +158,8 @@ class ReadPath:
         kind = self._kind(req)
         self.index.refresh()
         stamp = self._stamp(name)
+        if stamp is None and self.index.ready and self.index.sync():
+            stamp = self._stamp(name)  # copied in a moment ago, perhaps
         if stamp is None:
             return self.unknown_project(req, name)
         page = self.pages.get((name, kind), stamp)
@@ -161,6 +179,8 @@ class ReadPath:
     def unknown_project(self, req: Request, name: str) -> Response:
         """A name this index does not hold: from the upstream's cache, sent on to the public
         index, or 404."""
+        if not self.index.ready:
+            raise _not_ready()  # it may be a project not listed yet: never send it elsewhere
         if self.cache is not None:
             return self.cache.project_page(req, name, self._kind(req))
         if self.settings.redirects:

@@ -69,12 +69,14 @@ def clean_stale_uploads(root: Path) -> list[str]:
     removed: list[str] = []
     for folder in (root, root / INCOMING):
         try:
-            names = os.listdir(folder)
+            # Streamed, not listed: the master forks the workers after this, and a list of a
+            # million names would stay in every worker's memory.
+            names = [e.name for e in os.scandir(folder) if e.name.startswith(TMP_PREFIX)]
         except OSError:
             continue
         for name in names:
             path = folder / name
-            if name.startswith(TMP_PREFIX) and _owner_gone(path):
+            if _owner_gone(path):
                 try:
                     path.unlink()
                     removed.append(name)

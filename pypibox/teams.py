@@ -72,14 +72,17 @@ class IndexCatalog:
 
     def files(self, project: str) -> list[FileRef]:
         """Every file of the project, in version order."""
-        self.index.refresh()
+        self.index.sync()  # files copied in a moment ago count too
         found = [FileRef(e.relpath, e.path, e.project, e.version)
-                 for e in list(self.index.files.values()) if e.project == project]
+                 for e in self.index.files_of(project)]
         return sorted(found, key=lambda f: (f.version, f.relpath))
 
     def exists(self, project: str) -> bool:
         """True if the index lists files of the project."""
         self.index.refresh()
+        if self.index.project_stamp(project) is not None:
+            return True
+        self.index.sync()  # copied in a moment ago, perhaps
         return self.index.project_stamp(project) is not None
 
 

@@ -31,14 +31,16 @@ def module_source(name: str, version: str) -> str:
 
 def make_wheel(dest: Path, name: str, version: str, requires: list[str] | None = None,
                requires_python: str | None = None, module: str | None = None,
-               payload: bytes = b"") -> Path:
-    """Write ``<dest>/<name>-<version>-py3-none-any.whl`` with one module; return its path."""
+               payload: bytes = b"", filename: str | None = None, build: str | None = None,
+               summary: str = "A test package") -> Path:
+    """Write ``<dest>/<name>-<version>[-<build>]-py3-none-any.whl`` with one module (or
+    ``<dest>/<filename>``); return its path."""
     dist = _norm(name)
     module = module or dist
     info = f"{dist}-{version}.dist-info"
     files = {
         f"{module}/__init__.py": module_source(name, version).encode(),
-        f"{info}/METADATA": metadata(name, version, requires, requires_python).encode(),
+        f"{info}/METADATA": metadata(name, version, requires, requires_python, summary).encode(),
         f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: pkgfactory\nRoot-Is-Purelib: true\nTag: py3-none-any\n\n",
         f"{info}/top_level.txt": f"{module}\n".encode(),
     }
@@ -51,7 +53,8 @@ def make_wheel(dest: Path, name: str, version: str, requires: list[str] | None =
     record.append(f"{info}/RECORD,,")
     files[f"{info}/RECORD"] = ("\n".join(record) + "\n").encode()
     dest.mkdir(parents=True, exist_ok=True)
-    out = dest / f"{dist}-{version}-py3-none-any.whl"
+    tag = f"-{build}" if build else ""
+    out = dest / (filename or f"{dist}-{version}{tag}-py3-none-any.whl")
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
         for path, data in files.items():
             zf.writestr(path, data)
@@ -59,22 +62,33 @@ def make_wheel(dest: Path, name: str, version: str, requires: list[str] | None =
 
 
 def make_sdist(dest: Path, name: str, version: str, module: str | None = None,
-               requires_python: str | None = None, payload: bytes = b"") -> Path:
-    """Write ``<dest>/<name>-<version>.tar.gz`` with a setup.py that builds with setuptools."""
+               requires_python: str | None = None, payload: bytes = b"",
+               filename: str | None = None, top: str | None = None, fmt: str = "tar.gz",
+               pkg_info: bool = True, summary: str = "A test package") -> Path:
+    """Write ``<dest>/<name>-<version>.tar.gz`` (or ``.zip``, or ``<dest>/<filename>``, e.g. a
+    legacy name) with a setup.py that builds with setuptools; ``top`` is its top directory."""
     dist = _norm(name)
-    module = module or dist
-    base = f"{dist}-{version}"
+    module = module or re.sub(r"\W", "_", dist)
+    base = top or (filename.rsplit(".tar.gz", 1)[0].rsplit(".zip", 1)[0] if filename
+                   else f"{dist}-{version}")
     files = {
-        f"{base}/PKG-INFO": metadata(name, version, None, requires_python).encode(),
+        f"{base}/PKG-INFO": metadata(name, version, None, requires_python, summary).encode(),
         f"{base}/setup.py": (
             "from setuptools import setup\n"
             f"setup(name={name!r}, version={version!r}, packages=[{module!r}])\n").encode(),
         f"{base}/{module}/__init__.py": module_source(name, version).encode(),
     }
+    if not pkg_info:
+        del files[f"{base}/PKG-INFO"]
     if payload:
         files[f"{base}/{module}/payload.bin"] = payload
     dest.mkdir(parents=True, exist_ok=True)
-    out = dest / f"{base}.tar.gz"
+    out = dest / (filename or f"{dist}-{version}.{fmt}")
+    if fmt == "zip":
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
+            for path, data in files.items():
+                zf.writestr(path, data)
+        return out
     with tarfile.open(out, "w:gz") as tf:
         for path, data in files.items():
             ti = tarfile.TarInfo(path)

@@ -30,7 +30,23 @@ def build(root: Path, count: int) -> Server:
     for i in range(count):
         with open(srv.packages / f"bulk{i // 10:04d}-1.{i % 10}.tar.gz", "wb") as handle:
             handle.write(data)
-    return srv.start()
+    srv.start()
+    at_rest(srv)
+    return srv
+
+
+def at_rest(srv: Server, timeout: float = 120) -> None:
+    """Wait until the server reads nothing more on its own: a new index reads (hashes) every
+    file once, in the background, after the start; what a request costs is measured after."""
+    deadline = time.monotonic() + timeout
+    before = bytes_read(srv.proc.pid)
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = bytes_read(srv.proc.pid)
+        if now - before < 256 << 10:
+            return
+        before = now
+    raise AssertionError(f"the server still reads files after {timeout} s")
 
 
 @pytest.fixture(scope="module")

@@ -57,7 +57,8 @@ def test_wrong_password_is_403_and_nothing_is_stored(server, tmp_path):
     result = twine_upload(server, [wheel], "alice", "not-the-password")
     assert result.returncode != 0
     assert "403" in result.stdout + result.stderr
-    assert list(server.packages.iterdir()) == []
+    # Nothing but the server's own index state (.pypibox/, there from the start).
+    assert [p.name for p in server.packages.iterdir() if p.name != ".pypibox"] == []
 
 
 def test_second_upload_of_same_file_is_refused_unless_overwrite(server_factory, tmp_path):

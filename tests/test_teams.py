@@ -631,18 +631,18 @@ def test_delete_removes_files_and_sidecars_and_the_index_notices(dirs):
     publish(tm, ALICE, "p", "1.0")
     publish(tm, ALICE, "p", "2.0")
     index.refresh(force=True)
-    index.ensure_info(index.project("p"))                      # sidecars written
-    side = packages / ".pypibox" / "files" / "p-1.0-py3-none-any.whl.json"
-    metadata = packages / ".pypibox" / "files" / "p-1.0-py3-none-any.whl.metadata"
-    assert side.exists() and metadata.exists()
+    gone = index.project("p")[0]                                # read: hash and metadata kept
+    assert gone.filename == "p-1.0-py3-none-any.whl" and index.metadata(gone) is not None
     reader = PackageIndex(packages, recheck=30)                # another worker
     reader.refresh(force=True)
     assert len(reader.project("p")) == 2
     assert tm.delete(ALICE, "p", "1.0", "10.1.1.1") == ["p-1.0-py3-none-any.whl"]
-    assert not (packages / "p-1.0-py3-none-any.whl").exists() and not side.exists()
-    assert not metadata.exists()
+    assert not (packages / "p-1.0-py3-none-any.whl").exists()
     assert (packages / "p-2.0-py3-none-any.whl").exists()
     assert wait_until(lambda: (reader.refresh(), len(reader.project("p") or ()))[1] == 1) < 2
+    assert reader.file(gone.relpath) is None and index.db.metadata(gone.relpath) is None
+    reader.close()
+    index.close()
     event = next(e for e in tm.ledger.events("p") if e.action == "delete")
     assert event.client == "10.1.1.1" and len(event.sha256) == 64
 
@@ -799,4 +799,9 @@ def test_a_worker_that_starts_with_nothing_to_record_writes_nothing(dirs):
     tm.watch_tokens()
     tm.rights.check(ROOT_ADMIN, "upload", "p")
     assert tm.ledger.owners("p") == frozenset() and tm.tokens.check("pypibox-" + "a" * 43) is None
-    assert list(packages.iterdir()) == []                      # no .pypibox/, no lock file
+    # Nothing but the index's own state (there from the start): no ledger, no lock file.
+    assert [p.name for p in packages.iterdir()] == [".pypibox"]
+    assert {p.name for p in (packages / ".pypibox").iterdir()
+            if not p.name.startswith("index-")} <= {"index.current", "maintainer.lock",
+                                                    "maintainer.state", "sync-request",
+                                                    "rebuild.lock"}

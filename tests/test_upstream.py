@@ -122,8 +122,11 @@ def test_html_upstream_page_files_and_both_forms_rendered(static, area):
     assert static.count(f"/packages/{wheel.filename}") == 1
     # The private index never lists what the cache holds.
     index = PackageIndex(area)
-    index.refresh(force=True)
-    assert index.projects == {} and index.files == {}
+    try:
+        index.refresh(force=True)
+        assert index.project_names() == [] and index.stats() == (0, 0)
+    finally:
+        index.close()
 
 
 def test_json_upstream_keeps_size_upload_time_and_metadata(server_factory, area):
