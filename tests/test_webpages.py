@@ -14,7 +14,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-
 from browser import headless
 from conftest import PASSWORD, basic, clean_env, http, make_server
 from pkgfactory import make_wheel
