@@ -243,14 +243,14 @@ class WebPages:
         body = [f"<h1 id=\"name\">{_e(display)} <small>{_e(latest)}</small>{badge}</h1>",
                 f"<p class=\"summary\" id=\"summary\">{_e(summary)}</p>",
                 self._facts(headers, wheel_first[0]),
-                self._install(req, display, latest),
-                f"<h2>Versions</h2>\n<p>{len(versions)} version"
-                f"{'s' if len(versions) != 1 else ''}, {len(entries)} files.</p>",
-                self._files_table(req, shown, by_version),
-                self._nav(f"{req.url_root}project/{quote(name)}/", {}, page, pages)]
+                self._install(req, display, latest)]
         if description:
             body.append(f"<h2>Description</h2>\n<div class=\"desc\" id=\"description\">"
                         f"{description}</div>")
+        body += [f"<h2>Versions</h2>\n<p>{len(versions)} version"
+                 f"{'s' if len(versions) != 1 else ''}, {len(entries)} files.</p>",
+                 self._files_table(req, shown, by_version),
+                 self._nav(f"{req.url_root}project/{quote(name)}/", {}, page, pages)]
         return self._page(req, f"{display} {latest}", "\n".join(body))
 
     def _facts(self, headers: dict[str, str], entry: FileEntry) -> str:
