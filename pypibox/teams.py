@@ -63,6 +63,9 @@ class Catalog(t.Protocol):
     def exists(self, project: str) -> bool:
         """True if the project has listed files."""
 
+    def forget(self, relpath: str) -> None:
+        """A file was just deleted from disk: stop listing it at once."""
+
 
 class IndexCatalog:
     """A Catalog over the server's PackageIndex."""
@@ -84,6 +87,10 @@ class IndexCatalog:
             return True
         self.index.sync()  # copied in a moment ago, perhaps
         return self.index.project_stamp(project) is not None
+
+    def forget(self, relpath: str) -> None:
+        """Drop the file from the index (every server sees it at its next request)."""
+        self.index.remove(relpath)
 
 
 def sha256_of(path: str) -> str:
@@ -265,6 +272,7 @@ class Teams:
                 os.unlink(side / (ref.relpath + suffix))
             except OSError:
                 pass
+        self.catalog.forget(ref.relpath)
 
     def _touch_index(self) -> None:
         """Tell every server's index that files changed (a new stamp file, as index.touch)."""

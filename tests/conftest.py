@@ -23,6 +23,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 TEST_COST = 5  # bcrypt cost for test accounts: fast; the server accepts any cost.
 PASSWORD = "s3cret-Pa55"
 
+# Under `make test` these say "a sub-make": every make a test runs would then print
+# "Entering directory" lines and inherit our flags. A test sees what a user's shell sees.
+for _var in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "MAKE_TERMOUT",
+             "MAKE_TERMERR"):
+    os.environ.pop(_var, None)
+
 
 def free_port() -> int:
     with socket.socket() as s:

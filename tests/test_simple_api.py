@@ -469,7 +469,8 @@ def test_remove_pkg_and_upload_are_visible_at_once_on_every_worker(server_factor
     auth = {"Authorization": basic("alice", PASSWORD)}
     keep = make_wheel(srv.packages / "nested", "gone-soon", "1.0")
     goes = make_wheel(srv.packages / "nested", "gone-soon", "2.0")
-    assert goes.name in srv.get("/simple/gone-soon/").text
+    # Copied in by hand: listed within two seconds (a removal through the API: at once).
+    wait_for(lambda: goes.name in srv.get("/simple/gone-soon/").text)
     body = form({":action": "remove_pkg", "name": "gone_soon", "version": "2.0"})
     resp = http("POST", srv.url + "/", data=body, headers={"Content-Type": content_type(), **auth})
     assert resp.status == 200, resp.text

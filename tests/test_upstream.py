@@ -66,6 +66,26 @@ def static(tmp_path: Path):
     up.stop()
 
 
+def settled(pub, project: str, timeout: float = 5.0) -> None:
+    """Wait until the upstream server lists every file of ``project`` in its directory with
+    the upload time of its mtime: files copied in by hand are listed within two seconds."""
+    def upload_times() -> dict[str, str]:
+        resp = pub.get(f"/simple/{project}/", headers={"Accept": JSON})
+        if resp.status != 200:
+            return {}
+        return {f["filename"]: f.get("upload-time", "")[:19]
+                for f in json.loads(resp.body)["files"]}
+
+    def expected() -> dict[str, str]:
+        return {p.name: time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(p.stat().st_mtime))
+                for p in pub.packages.iterdir() if p.name.startswith(project)}
+
+    deadline = time.monotonic() + timeout
+    while (seen := upload_times()) != (want := expected()):
+        assert time.monotonic() < deadline, f"upstream lists {seen}, not {want}"
+        time.sleep(0.05)
+
+
 def read(result: CachedFile | FileStream) -> bytes:
     if isinstance(result, CachedFile):
         return Path(result.path).read_bytes()
@@ -134,6 +154,7 @@ def test_json_upstream_keeps_size_upload_time_and_metadata(server_factory, area)
     old = time.time() - 10 * DAY
     fill(pub.packages, {"demo": ["1.0"]}, mtime={"1.0": old})
     make_wheel(pub.packages, "demo", "1.1", requires_python=">=3.9")
+    settled(pub, "demo")
     up = make(area, pub.url + "/simple/")
     project = up.project("demo")
     assert project is not None
@@ -260,6 +281,7 @@ def test_cooldown_hides_a_fresh_release_and_the_exemption_file_lifts_it(server_f
     pub = server_factory(PYPI_FALLBACK="off")
     fill(pub.packages, {"demo": ["1.0"]}, mtime={"1.0": time.time() - 10 * DAY})
     fill(pub.packages, {"demo": ["2.0"]})   # uploaded just now
+    settled(pub, "demo")
     exempt = area.parent / "auth" / "min-age-exempt"
     up = make(area, pub.url + "/simple/", PYPI_UPSTREAM_MIN_AGE="3d")
     project = up.project("demo")
