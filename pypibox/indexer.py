@@ -620,7 +620,7 @@ class Maintainer:
             if not distmeta.is_distribution(name):
                 continue
             final = ev.mask & (watch.IN_CLOSE_WRITE | watch.IN_MOVED_TO | watch.IN_DELETE
-                               | watch.IN_MOVED_FROM)
+                               | watch.IN_MOVED_FROM | watch.IN_ATTRIB)
             self._dirty[child] = now + (SETTLE if final else QUIET)
         if len(self._dirty) > MAX_DIRTY:
             log.warning("more than %d files changed at once: the index compares the whole tree",
