@@ -214,7 +214,9 @@ class Maintainer:
             if now >= next_health:
                 next_health = now + self.recheck
                 self._guard(self._health)
-            wait = max(0.0, min(next_health, next_poll) - now)
+            # With inotify there is no polling: its deadline must not end every wait at once.
+            due = next_health if self._notify is not None else min(next_health, next_poll)
+            wait = max(0.0, due - now)
             if self._dirty:
                 wait = min(wait, max(0.0, min(self._dirty.values()) - now))
             busy = self._guard(self._examine_some)

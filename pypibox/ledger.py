@@ -32,7 +32,7 @@ STATE_DIR = ".pypibox"
 LOG_NAME = "audit.jsonl"
 LOCK_NAME = "audit.lock"
 SNAPSHOT_NAME = "state.json"
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # 2: who uploaded each file
 ACTIONS = ("upload", "yank", "unyank", "delete", "add_owner", "remove_owner",
            "add_maintainer", "remove_maintainer", "set_status", "token_create",
            "token_revoke")
@@ -113,6 +113,10 @@ class Event:
             raise ValueError(f"unknown status {self.status!r}")
 
 
+#: One string object per actor name (see State.apply).
+_ACTORS: dict[str, str] = {}
+
+
 @dataclass
 class ProjectState:
     """What the trail says about one project."""
@@ -133,6 +137,7 @@ class State:
     yanked: dict[str, str] = field(default_factory=dict)                 # relpath -> reason
     tombstones: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> time, actor
     tokens: dict[str, str] = field(default_factory=dict)                 # name -> created
+    uploaders: dict[str, str] = field(default_factory=dict)              # relpath -> actor
     offset: int = 0
     events: int = 0
     skipped: int = 0
@@ -154,6 +159,8 @@ class State:
         proj.stamp = end
         action = event.action
         if action == "upload":
+            # Actors are few: one string object each, however many files they uploaded.
+            self.uploaders[event.file] = _ACTORS.setdefault(event.actor, event.actor)
             self.yanked.pop(event.file, None)
             self.tombstones.pop(event.filename, None)   # only with PYPI_OVERWRITE=on
         elif action == "yank":
@@ -162,6 +169,7 @@ class State:
             self.yanked.pop(event.file, None)
         elif action == "delete":
             self.yanked.pop(event.file, None)
+            self.uploaders.pop(event.file, None)
             self.tombstones[event.filename] = (event.time, event.actor)
         elif action == "add_owner":
             proj.owners = proj.owners | {event.subject}
@@ -183,7 +191,8 @@ class State:
                                 "status": p.status, "status_reason": p.status_reason,
                                 "stamp": p.stamp} for name, p in self.projects.items()},
             "yanked": self.yanked, "tombstones": {k: list(v) for k, v in self.tombstones.items()},
-            "tokens": self.tokens, "offset": self.offset, "events": self.events,
+            "tokens": self.tokens, "uploaders": self.uploaders, "offset": self.offset,
+            "events": self.events,
             "skipped": self.skipped,
         }
 
@@ -201,6 +210,8 @@ class State:
         state.yanked = {str(k): str(v) for k, v in data["yanked"].items()}
         state.tombstones = {str(k): (str(v[0]), str(v[1])) for k, v in data["tombstones"].items()}
         state.tokens = {str(k): str(v) for k, v in data["tokens"].items()}
+        state.uploaders = {str(k): _ACTORS.setdefault(str(v), str(v))
+                           for k, v in data["uploaders"].items()}
         return state
 
 
@@ -462,6 +473,10 @@ class Ledger:
     def yanked(self, relpath: str) -> str | None:
         """The yank reason of a file ("" for none given), or None if it is not yanked."""
         return self.state.yanked.get(relpath)
+
+    def uploader(self, relpath: str) -> str | None:
+        """Who uploaded a file (an account, ``token:<name>`` or ``cli:<name>``), if recorded."""
+        return self.state.uploaders.get(relpath)
 
     def tombstone(self, filename: str) -> tuple[str, str] | None:
         """(time, actor) of the deletion of a file name, or None."""

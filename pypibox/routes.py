@@ -124,7 +124,7 @@ class RouteTable:
 
 def build(settings: Settings, accounts: Accounts) -> RouteTable:
     """Every route of the server, with the handlers of one worker process."""
-    from . import listing, readpath, writepath
+    from . import listing, readpath, webpages, writepath
     from .index import PackageIndex
     from .storage import AtomicFileBackend
     from .teams import FileRef, IndexCatalog, Teams
@@ -144,6 +144,7 @@ def build(settings: Settings, accounts: Accounts) -> RouteTable:
     read = readpath.ReadPath(settings, index, teams.ledger)
     write = writepath.WritePath(settings, index, backend, teams)
     pages = listing.Listing(settings, index, teams.ledger)
+    web = webpages.WebPages(settings, index, teams.ledger)
     cached = []
     if settings.caches:   # PYPI_FALLBACK=cache: other names from the upstream, cached here
         from .upstream_routes import CacheRoutes, private_names
@@ -168,6 +169,11 @@ def build(settings: Settings, accounts: Accounts) -> RouteTable:
         route("GET", "/simple/{project}", listing.add_slash),
         route("GET", "/packages", listing.add_slash),
         route("GET", "/{project}/json", pages.project_json, action="list", where=THREAD),
+        # Pages for people (the simple API above stays as tools need it).
+        route("GET", "/projects/", web.projects, action="list", where=THREAD),
+        route("GET", "/projects", listing.add_slash),
+        route("GET", "/project/{project}/", web.project, action="list", where=THREAD),
+        route("GET", "/project/{project}", listing.add_slash),
         # pypiserver's shortcut: /<project>/ goes to the project's simple page.
         route("GET", "/{project}", listing.to_simple),
         route("GET", "/{project}/", listing.to_simple),

@@ -28,7 +28,7 @@ code { font-family: ui-monospace, monospace; }
 .count { font-size: 1.2rem; margin-top: 0; }
 .urls td { padding: .1rem 1rem .1rem 0; }
 .note { color: #4a5263; font-size: .95rem; }
-.cols { display: grid; grid-template-columns: repeat(auto-fit, minmax(18rem, 1fr));
+.cols { display: grid; grid-template-columns: repeat(auto-fit, minmax(min(100%, 27rem), 1fr));
         gap: 0 1.5rem; }
 .projects { columns: 14rem; padding-left: 1.2rem; }
 form.search { display: flex; gap: .4rem; max-width: 30rem; margin: .5rem 0; }

@@ -16,13 +16,16 @@ def _norm(name: str) -> str:
 
 
 def metadata(name: str, version: str, requires: list[str] | None = None,
-             requires_python: str | None = None, summary: str = "A test package") -> str:
-    """Core metadata text (Metadata-Version 2.1)."""
+             requires_python: str | None = None, summary: str = "A test package",
+             description: str = "", content_type: str = "") -> str:
+    """Core metadata text (Metadata-Version 2.1), the description as its body."""
     lines = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}", f"Summary: {summary}"]
     if requires_python:
         lines.append(f"Requires-Python: {requires_python}")
+    if content_type:
+        lines.append(f"Description-Content-Type: {content_type}")
     lines += [f"Requires-Dist: {r}" for r in requires or []]
-    return "\n".join(lines) + "\n\n"
+    return "\n".join(lines) + "\n\n" + description
 
 
 def module_source(name: str, version: str) -> str:
@@ -32,15 +35,18 @@ def module_source(name: str, version: str) -> str:
 def make_wheel(dest: Path, name: str, version: str, requires: list[str] | None = None,
                requires_python: str | None = None, module: str | None = None,
                payload: bytes = b"", filename: str | None = None, build: str | None = None,
-               summary: str = "A test package") -> Path:
+               summary: str = "A test package", description: str = "",
+               content_type: str = "") -> Path:
     """Write ``<dest>/<name>-<version>[-<build>]-py3-none-any.whl`` with one module (or
-    ``<dest>/<filename>``); return its path."""
+    ``<dest>/<filename>``); return its path. ``description`` is its long description,
+    of ``content_type`` (text/markdown, text/x-rst, text/plain)."""
     dist = _norm(name)
     module = module or dist
     info = f"{dist}-{version}.dist-info"
     files = {
         f"{module}/__init__.py": module_source(name, version).encode(),
-        f"{info}/METADATA": metadata(name, version, requires, requires_python, summary).encode(),
+        f"{info}/METADATA": metadata(name, version, requires, requires_python, summary,
+                                     description, content_type).encode(),
         f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: pkgfactory\nRoot-Is-Purelib: true\nTag: py3-none-any\n\n",
         f"{info}/top_level.txt": f"{module}\n".encode(),
     }

@@ -47,13 +47,14 @@ def _context_files(engine, context: Path, base: str) -> set[str]:
 
 
 def test_build_contexts_keep_out_accounts_git_tests_and_venv(engine, tmp_path):
-    """Only the lock file and the package reach the server build, only the three scripts the
-    auth build; never auth/htpasswd, .git, tests, .venv, caches or data."""
+    """Only the lock file and the package reach the server build, only the helper scripts the
+    auth build; never auth/htpasswd (or roles, tokens), .git, tests, .venv, caches or data."""
     repo = copy_repo(tmp_path / "repo")
     add_user(repo / "auth" / "htpasswd", "alice", PASSWORD)
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
     for junk in (".venv/bin/python", "pypibox/__pycache__/settings.cpython-313.pyc",
-                 "data/packages/secret-1.0.tar.gz", "auth/htpasswd.bak"):
+                 "data/packages/secret-1.0.tar.gz", "auth/htpasswd.bak", "auth/tokens",
+                 "auth/roles", "auth/netrc"):
         (repo / junk).parent.mkdir(parents=True, exist_ok=True)
         (repo / junk).write_text("must not reach the engine\n")
     assert (repo / "tests" / "conftest.py").exists()
@@ -67,7 +68,8 @@ def test_build_contexts_keep_out_accounts_git_tests_and_venv(engine, tmp_path):
         assert "__pycache__" not in path and not path.endswith(".pyc"), path
 
     auth = _context_files(engine, repo / "auth", bases["ALPINE_BASE"])
-    assert auth == {"htpasswd-bcrypt.sh", "check-htpasswd.sh", "install-htpasswd.sh"}
+    assert auth == {"htpasswd-bcrypt.sh", "check-htpasswd.sh", "install-htpasswd.sh",
+                    "check-teams.sh", "install-file.sh"}
 
 
 def test_server_image_app_holds_only_the_package(engine):
