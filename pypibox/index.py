@@ -413,6 +413,14 @@ class PackageIndex:
         if not self._ready:
             return None, None
         rows = self.db.project_rows(name)
+        # Each file as it is now (a rewrite or a touch in place moves no directory mtime
+        # and its event may still be on its way): what changed is read again first.
+        stale = [r[0] for r in rows if r[8] == 1 and (
+            (key := distmeta.stat_key(os.path.join(self.root, r[0]))) is None
+            or (key.size, key.mtime_ns, key.ino) != (r[5], r[6], r[7]))]
+        if stale:
+            self._mark_stale(stale)
+            rows = self.db.project_rows(name)
         if any(r[8] == 0 for r in rows):
             self._read_now([r[0] for r in rows if r[8] == 0])
             rows = self.db.project_rows(name)

@@ -622,7 +622,7 @@ class Maintainer:
             if not distmeta.is_distribution(name):
                 continue
             final = ev.mask & (watch.IN_CLOSE_WRITE | watch.IN_MOVED_TO | watch.IN_DELETE
-                               | watch.IN_MOVED_FROM)
+                               | watch.IN_MOVED_FROM | watch.IN_ATTRIB)
             self._dirty[child] = now + (SETTLE if final else QUIET)
         if len(self._dirty) > MAX_DIRTY:
             log.warning("more than %d files changed at once: the index compares the whole tree",
@@ -703,11 +703,13 @@ class Maintainer:
         deadline = time.monotonic() + BATCH_SECONDS
         now = time.monotonic()
         results: list[tuple[str, distmeta.Facts | None, bool]] = []
+        worked = False
         for position, relpath in enumerate(urgent + rows):
             if position >= len(urgent):
                 self._cursor = relpath
             if self._skip.get(relpath, 0.0) > now:
                 continue
+            worked = True
             facts = self.index.read_pending(relpath, write=False)
             if facts is None:
                 if distmeta.stat_key(self._abs(relpath)) is None:
@@ -722,7 +724,9 @@ class Maintainer:
                 break
         if results:
             self.index.store_read(results)
-        return True
+        # Only files skipped for now (still changing): nothing to do until they settle, and
+        # no reason to spin.
+        return worked
 
     def _trim(self) -> None:
         with self.db.write() as cur:

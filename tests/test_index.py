@@ -489,3 +489,18 @@ def test_the_state_lives_in_the_hidden_directory(root, tmp_path, opened):
     assert (state / indexdb.POINTER).read_text().strip() == index.db.instance
     assert [p.name for p in root.iterdir() if p.name != ".pypibox"] == \
         ["where-1.0-py3-none-any.whl"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_an_idle_index_uses_almost_no_cpu(root, opened, mode):
+    """The maintainer sleeps while nothing happens (it once spun a core with inotify)."""
+    for i in range(50):
+        make_wheel(root, f"idle-{i}", "1.0")
+    index = opened(root, watch=mode)
+    opened(root, watch=mode)
+    wait_for(lambda: index.stats()[0] == 50, timeout=20)
+    time.sleep(0.5)
+    before = time.process_time()
+    time.sleep(3)
+    used = time.process_time() - before
+    assert used < 0.3, f"{used:.2f} s of CPU in 3 idle seconds"
