@@ -148,6 +148,15 @@ class ReadPath:
 
     def project_page(self, req: Request) -> Response:
         """/simple/<project>/: the project's files."""
+        return self._project_page(req, private_only=False)
+
+    def devpi_project_page(self, req: Request) -> Response:
+        """/+simple/<project>/: devpi's path, where ``hatch publish`` looks for the files
+        already uploaded (to skip them). This index's own projects only: a name it does not
+        hold is a 404, never the public index's files, which hatch would then not upload."""
+        return self._project_page(req, private_only=True)
+
+    def _project_page(self, req: Request, private_only: bool) -> Response:
         raw = req.params["project"]
         if not _PROJECT.match(raw):
             raise Refusal(404, "Not found: not a project name")
@@ -160,11 +169,15 @@ class ReadPath:
         stamp = self._stamp(name)
         if stamp is None and self.index.ready and self.index.sync():
             stamp = self._stamp(name)  # copied in a moment ago, perhaps
+        if stamp is None and private_only:
+            raise Refusal(404, f"Not found: {name} has no files here")
         if stamp is None:
             return self.unknown_project(req, name)
         page = self.pages.get((name, kind), stamp)
         if page is None:
             entries = self.index.project(name)
+            if entries is None and private_only:
+                raise Refusal(404, f"Not found: {name} has no files here")
             if entries is None:
                 return self.unknown_project(req, name)
             ledger = self.ledger

@@ -162,6 +162,9 @@ def build(settings: Settings, accounts: Accounts) -> RouteTable:
               quick=read.root_ready),
         route("GET", "/simple/{project}/", read.project_page, action="list", where=THREAD,
               quick=read.project_ready),
+        # devpi's path of a project page: hatch publish looks there for files to skip.
+        route("GET", "/+simple/{project}/", read.devpi_project_page, action="list",
+              where=THREAD),
         route("GET", "/packages/", pages.packages, action="list", where=THREAD,
               quick=pages.packages_ready),
         route("GET", "/packages/{path:.+}", read.package_file, action="download"),

@@ -13,7 +13,9 @@ from urllib.parse import quote
 if t.TYPE_CHECKING:
     from .index import FileEntry
 
-API_VERSION = "1.1"
+#: 1.4: the pages carry PEP 792's project status (1.1 is PEP 700's versions and upload times;
+#: 1.2 and 1.3 add only optional keys, PEP 708's and PEP 740's, which this index never has).
+API_VERSION = "1.4"
 JSON = "application/vnd.pypi.simple.v1+json"
 V1_HTML = "application/vnd.pypi.simple.v1+html"
 TEXT_HTML = "text/html"

@@ -308,9 +308,15 @@ def test_hatch_publish_with_config_file_repo(srv, tmp_path):
     assert result.returncode == 0, out(result)
     assert "hatch_config-1.0-py3-none-any.whl" in listed(srv, "hatch-config")
 
+    # Publish again with a new version beside the old one in dist/: hatch finds the old
+    # file at devpi's /+simple/ path, skips it ("already exists") and uploads the new one.
+    make_wheel(project / "dist", "hatch-config", "1.1")
     again = sh("hatch publish -r private dist/*", project, home)
-    assert again.returncode != 0
-    assert "409" in out(again) and "already exists" in out(again)
+    assert again.returncode == 0, out(again)
+    assert "already exists" in out(again) and "409" not in out(again)
+    assert "hatch_config-1.1-py3-none-any.whl" in listed(srv, "hatch-config")
+    assert srv.get("/+simple/hatch-config/").status == 200
+    assert srv.get("/+simple/no-such-project/").status == 404
 
 
 DEBIAN_PYTHON = Path("/usr/bin/python3")

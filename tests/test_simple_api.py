@@ -234,7 +234,7 @@ def test_json_schema_html_attributes_and_metadata_hash(server_factory):
     old = make_wheel(srv.packages, "schema-pkg", "0.9")
 
     root = get_json(srv, "/simple/")
-    assert root["meta"]["api-version"] == "1.1"
+    assert root["meta"]["api-version"] == "1.4"  # PEP 792
     assert {"name": "schema-pkg"} in root["projects"]
 
     data = get_json(srv, "/simple/schema-pkg/")
@@ -267,7 +267,7 @@ def test_json_schema_html_attributes_and_metadata_hash(server_factory):
     assert 'data-requires-python="&gt;=3.8,&lt;4"' in page.text
     assert ">=3.8,<4" not in page.text
     parsed = anchors(page.text)
-    assert parsed.meta["pypi:repository-version"] == "1.1"
+    assert parsed.meta["pypi:repository-version"] == "1.4"
     by_name = {a["href"].split("#")[0].rsplit("/", 1)[-1]: a for a in parsed.anchors}
     link = by_name[wheel.name]
     digest = files[wheel.name]["hashes"]["sha256"]
@@ -364,7 +364,8 @@ def test_unknown_project_falls_back_or_is_404(server_factory):
     assert off.get("/simple/not-here/").status == 404
 
 
-ROUTES = ["/simple/", "/simple/authy/", "/packages/authy-1.0-py3-none-any.whl",
+ROUTES = ["/simple/", "/simple/authy/", "/+simple/authy/",
+          "/packages/authy-1.0-py3-none-any.whl",
           "/packages/authy-1.0-py3-none-any.whl.metadata"]
 
 
