@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 import secrets
 import threading
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 import bcrypt
 
 from . import htpasswd
+from .fsutil import file_stamp
 
 log = logging.getLogger("pypibox.accounts")
 
@@ -55,15 +55,8 @@ class Accounts:
         self._next_check = 0.0
 
     # -- loading -----------------------------------------------------------------------
-    def _file_stamp(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return (st.st_ino, st.st_size, st.st_mtime_ns)
-
     def _load(self, initial: bool = False) -> None:
-        stamp = self._file_stamp()
+        stamp = file_stamp(self.path)
         if stamp is not None and stamp == self._stamp:
             return
         try:

@@ -7,11 +7,12 @@ cannot be read or parsed keeps the last good content and logs why, once per chan
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import typing as t
 from pathlib import Path
+
+from .fsutil import file_stamp
 
 log = logging.getLogger("pypibox.hotfile")
 
@@ -70,13 +71,6 @@ class HotFile(t.Generic[T]):
         self._lock = threading.Lock()
         self._next_check = 0.0
 
-    def _file_stamp(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return None
-        return (st.st_ino, st.st_size, st.st_mtime_ns)
-
     def refresh(self, force: bool = False) -> T:
         """Reload the file if it changed since the last look; return the current value."""
         now = time.monotonic()
@@ -97,7 +91,7 @@ class HotFile(t.Generic[T]):
         return self.refresh()
 
     def _load(self) -> bool:
-        stamp = self._file_stamp()
+        stamp = file_stamp(self.path)
         if stamp is not None and stamp == self._stamp:
             return False
         try:

@@ -26,6 +26,8 @@ import typing as t
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from .fsutil import fsync_dir
+
 log = logging.getLogger("pypibox.ledger")
 
 STATE_DIR = ".pypibox"
@@ -445,7 +447,7 @@ class Ledger:
             finally:
                 os.close(fd)
             if created:
-                _fsync_dir(self.state_dir)
+                fsync_dir(self.state_dir)
             self._catch_up()
         return stamped
 
@@ -531,16 +533,3 @@ class Ledger:
 
 def _with_time(event: Event, when: str) -> Event:
     return Event(**{**asdict(event), "time": when})
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

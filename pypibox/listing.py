@@ -146,6 +146,7 @@ class Listing:
             location = f"/{quote(name)}/json"
             return plain(301, f"Moved permanently: see {location}", [("Location", location)])
         self.index.refresh()
+        self.ledger.refresh(force=True, wait=False)  # a status recorded a moment ago counts
         entries = self.index.project(name)
         if not entries or self.ledger.status(name) == "quarantined":
             raise Refusal(404, f"Not found: {name} does not exist")

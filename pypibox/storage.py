@@ -21,6 +21,7 @@ import pypiserver
 from pypiserver.backend import SimpleFileBackend
 from pypiserver.core import PkgFile
 
+from .fsutil import fsync_dir
 from .messages import Refusal
 
 if t.TYPE_CHECKING:
@@ -179,7 +180,7 @@ class AtomicFileBackend(SimpleFileBackend):  # type: ignore[misc]
                     os.link(upload.path, dest)
                 except FileExistsError:
                     raise FileExists(filename) from None
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         except OSError as exc:
             raise storage_refusal(exc) from exc
         finally:
@@ -209,7 +210,7 @@ class AtomicFileBackend(SimpleFileBackend):  # type: ignore[misc]
                 os.remove(pkg.fn)
             except FileNotFoundError:
                 log.warning("%s was removed already", os.path.basename(pkg.fn))
-            _fsync_dir(Path(pkg.fn).parent)
+            fsync_dir(Path(pkg.fn).parent)
 
     def remove_file(self, path: str, project: str, version: str) -> None:
         """Delete one stored file through pypiserver's interface."""
@@ -217,16 +218,3 @@ class AtomicFileBackend(SimpleFileBackend):  # type: ignore[misc]
             self.remove_package(PkgFile(project, version, fn=path, root=str(self.root)))
         except OSError as exc:
             raise storage_refusal(exc, "removed") from exc
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

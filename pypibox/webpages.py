@@ -220,6 +220,8 @@ class WebPages:
             return plain(301, f"Moved permanently: see {location}", [("Location", location)])
         page = self._number(req)
         self.index.refresh()
+        # A yank or a status another worker recorded a moment ago shows on this page too.
+        self.ledger.refresh(force=True, wait=False)
         entries = self.index.project(name)
         status = self.ledger.status(name)
         if not entries or status == "quarantined":

@@ -6,6 +6,10 @@ listener on 127.0.0.1 that records and refuses any request for a host other than
 ``sh`` fails a test whose command tried to reach one. The public index is a second pypibox on
 127.0.0.1 (``Indexes.public``) that also holds the build backends the tools fetch (repacked from
 the test venv, see repack.py), and a higher version of the private project's name.
+
+A pytest plugin too (conftest loads it): the fixtures ``trap`` and ``indexes`` (per module; a
+module's ``BUILD_BACKENDS`` list says which backends its public stand-in needs, all of
+``BACKENDS`` unless told) and ``user`` (a fresh HOME per test: run one command line).
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ import socket
 import subprocess
 import sys
 import threading
+import typing as t
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from conftest import PASSWORD, Server, make_server
 from pkgfactory import make_wheel
 from repack import repack_all
@@ -157,3 +163,36 @@ def installed_version(venv: Path, module: str) -> str:
                             check=False, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, out(result)
     return result.stdout.strip()
+
+
+# -- the fixtures of the client tests ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trap() -> t.Iterator[Trap]:
+    """The proxy every tool of a test module is pointed at."""
+    found = Trap()
+    yield found
+    found.close()
+
+
+@pytest.fixture(scope="module")
+def indexes(request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[Indexes]:
+    """The public stand-in, the private index and the closed one, for a test module."""
+    backends = getattr(request.module, "BUILD_BACKENDS", BACKENDS)
+    name = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    found = start_indexes(tmp_path_factory.mktemp(name), backends)
+    yield found
+    found.stop()
+
+
+Run = t.Callable[..., subprocess.CompletedProcess]
+
+
+@pytest.fixture
+def user(tmp_path: Path, trap: Trap) -> Run:
+    """A fresh HOME for one test: run one command line in a folder, as that user."""
+    env = tool_env(tmp_path / "home", trap)
+
+    def do(command: str, cwd: Path, **extra: str) -> subprocess.CompletedProcess:
+        return sh(command, cwd, {**env, **extra}, trap)
+    return do

@@ -20,6 +20,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+# The client tests' fixtures (trap, indexes, user): one plugin for every test module.
+pytest_plugins = ["clienttools"]
+
 TEST_COST = 5  # bcrypt cost for test accounts: fast; the server accepts any cost.
 PASSWORD = "s3cret-Pa55"
 

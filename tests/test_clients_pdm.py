@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 import pytest
-from clienttools import Trap, installed_version, out, sh, start_indexes, tool_env
+from clienttools import installed_version, out, sh, tool_env
 from conftest import PASSWORD, basic
 
 LIB = '''[project]
@@ -26,20 +26,6 @@ requires-python = ">=3.11"
 requires = ["hatchling"]
 build-backend = "hatchling.build"
 {extra}'''
-
-
-@pytest.fixture(scope="module")
-def trap():
-    trap = Trap()
-    yield trap
-    trap.close()
-
-
-@pytest.fixture(scope="module")
-def indexes(tmp_path_factory):
-    found = start_indexes(tmp_path_factory.mktemp("pdm"))
-    yield found
-    found.stop()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
-from clienttools import Trap, installed_version, out, sh, start_indexes, tool_env
+from clienttools import installed_version, out
 from conftest import PASSWORD, basic
 from pkgfactory import _norm
 
@@ -26,30 +26,6 @@ requires-python = ">=3.11"
 requires = ["poetry-core>=2.0,<3"]
 build-backend = "poetry.core.masonry.api"
 '''
-
-
-@pytest.fixture(scope="module")
-def trap():
-    trap = Trap()
-    yield trap
-    trap.close()
-
-
-@pytest.fixture(scope="module")
-def indexes(tmp_path_factory):
-    found = start_indexes(tmp_path_factory.mktemp("poetry"))
-    yield found
-    found.stop()
-
-
-@pytest.fixture
-def user(tmp_path, trap):
-    """A fresh HOME for one test: (environment, run one command line in a folder)."""
-    env = tool_env(tmp_path / "home", trap)
-
-    def do(command: str, cwd: Path, **extra: str):
-        return sh(command, cwd, {**env, **extra}, trap)
-    return do
 
 
 def app(root: Path, deps: list[str], body: str = "") -> Path:

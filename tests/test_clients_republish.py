@@ -11,16 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from clienttools import Trap, out, sh, tool_env
+from clienttools import out
 from conftest import PASSWORD, basic, make_server
 from pkgfactory import make_sdist, make_wheel
-
-
-@pytest.fixture(scope="module")
-def trap():
-    trap = Trap()
-    yield trap
-    trap.close()
 
 
 @pytest.fixture(scope="module")
@@ -32,15 +25,6 @@ def servers(tmp_path_factory):
     yield open_, closed
     open_.stop()
     closed.stop()
-
-
-@pytest.fixture
-def user(tmp_path, trap):
-    env = tool_env(tmp_path / "home", trap)
-
-    def do(command: str, cwd: Path, **extra: str):
-        return sh(command, cwd, {**env, **extra}, trap)
-    return do
 
 
 def project(root: Path, name: str, versions: list[str], index_url: str = "") -> Path:

@@ -3,22 +3,10 @@ are in test_clients_install.py)."""
 
 from __future__ import annotations
 
-import pytest
-from clienttools import Trap, installed_version, out, sh, start_indexes, tool_env
+from clienttools import installed_version, out, sh, tool_env
 
-
-@pytest.fixture(scope="module")
-def trap():
-    trap = Trap()
-    yield trap
-    trap.close()
-
-
-@pytest.fixture(scope="module")
-def indexes(tmp_path_factory):
-    found = start_indexes(tmp_path_factory.mktemp("uv"), backends=[])
-    yield found
-    found.stop()
+# The public stand-in needs no build backend: these tests build nothing through it.
+BUILD_BACKENDS: list[str] = []
 
 
 def test_uv_unsafe_best_match_lets_the_public_index_win(indexes, trap, tmp_path):

@@ -276,7 +276,10 @@ def test_expired_and_revoked_tokens_are_refused_within_two_seconds(team, tmp_pat
     assert time.time() - expires < 2.0
     revoked = t.cli("token", "revoke", "kept")
     assert revoked.returncode == 0, revoked.stderr
+    gone = time.monotonic()
     assert wait_for(lambda: probe(t, "__token__", kept) == 403) < 2.0
+    # That was one worker; the promise is every worker within two seconds.
+    time.sleep(max(0.0, 2.0 - (time.monotonic() - gone)))
     late = twine(t, "__token__", kept, make_wheel(tmp_path / "k", "shortproj", "2.0"))
     assert late.returncode != 0 and "403" in said(late)
 
