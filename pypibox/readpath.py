@@ -216,6 +216,9 @@ class ReadPath:
         if entry is None and rel.endswith(METADATA_SUFFIX):
             wheel = self.index.file(rel[: -len(METADATA_SUFFIX)])
         owner = entry or wheel
+        if owner is not None:
+            # A quarantine recorded a moment ago by another worker holds at once (one stat).
+            self.ledger.refresh(force=True, wait=False)
         if owner is not None and self.ledger.status(owner.project) == "quarantined":
             raise Refusal(404, f"Not found: {owner.project} is quarantined")
         if entry is not None:
