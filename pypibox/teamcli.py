@@ -158,7 +158,7 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
     else:
         token = tokens.revoke(path, args.name)
     _note(f"Revoked token {token.name} of {token.user}: removed from {path}; a server reading"
-          " this file refuses it within 2 seconds (make -C auth install puts the file into"
+          " this file refuses it at once (make -C auth install puts the file into"
           " the pypi-auth volume).")
     return 0
 

@@ -358,13 +358,9 @@ class Tokens(hotfile.HotFile[TokenTable]):
         """The token line of a secret, whatever its state (expired tokens too)."""
         if not isinstance(secret, str) or not SECRET_RE.match(secret):
             return None
-        hashed = digest(secret)
-        found = self.get().by_hash(hashed)
-        if found is None:
-            # Perhaps made a moment ago: one more look at the file (a stat, no read if
-            # unchanged) before refusing it.
-            found = self.refresh(force=True).by_hash(hashed)
-        return found
+        # A look at the file every time (a stat; read only if it changed): a token made or
+        # revoked a moment ago counts at once, in every worker.
+        return self.refresh(force=True).by_hash(digest(secret))
 
     def check(self, secret: str) -> Identity | None:
         """The identity a token stands for; None if it is unknown, revoked or expired.

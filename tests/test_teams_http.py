@@ -263,7 +263,7 @@ def test_token_user_with_an_account_password_is_refused(team, tmp_path):
     assert http("GET", f"{t.url}/simple/sneaky/").status == 404
 
 
-def test_expired_and_revoked_tokens_are_refused_within_two_seconds(team, tmp_path):
+def test_expired_and_revoked_tokens_are_refused_at_once(team, tmp_path):
     t = team()
     short = t.token("alice", "--expires", "3s", "--name", "short")
     kept = t.token("alice", "--name", "kept")
@@ -276,10 +276,8 @@ def test_expired_and_revoked_tokens_are_refused_within_two_seconds(team, tmp_pat
     assert time.time() - expires < 2.0
     revoked = t.cli("token", "revoke", "kept")
     assert revoked.returncode == 0, revoked.stderr
-    gone = time.monotonic()
-    assert wait_for(lambda: probe(t, "__token__", kept) == 403) < 2.0
-    # That was one worker; the promise is every worker within two seconds.
-    time.sleep(max(0.0, 2.0 - (time.monotonic() - gone)))
+    # At once, in every worker (each token check looks at the file): no wait at all.
+    assert [probe(t, "__token__", kept) for _ in range(6)] == [403] * 6
     late = twine(t, "__token__", kept, make_wheel(tmp_path / "k", "shortproj", "2.0"))
     assert late.returncode != 0 and "403" in said(late)
 
@@ -525,7 +523,7 @@ def test_with_everything_protected_a_token_also_lists_and_downloads(team, tmp_pa
                headers={"Authorization": basic("__token__", PASSWORD)})
     assert bad.status == 403
     assert t.cli("token", "revoke", "ci-closed").returncode == 0
-    assert wait_for(lambda: http("GET", f"{t.url}/simple/closedproj/", headers={
-        "Authorization": basic("__token__", secret)}).status == 403) < 2.0
+    assert [http("GET", f"{t.url}/simple/closedproj/", headers={
+        "Authorization": basic("__token__", secret)}).status for _ in range(6)] == [403] * 6
     assert pip_download(t, "closedproj", tmp_path / "dl3", url=url).returncode != 0
     assert secret not in t.srv.logtext()
