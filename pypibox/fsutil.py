@@ -1,9 +1,10 @@
 """File-system helpers shared by the modules that keep files: a directory's fsync, a file's
-identity."""
+identity, a file replaced in one step."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 
@@ -29,3 +30,23 @@ def file_stamp(path: Path | str) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def replace_text(path: Path, text: str) -> None:
+    """Replace a file in one step, keeping its mode (0640 for a new one): written beside it,
+    synced, then renamed over it, so a reader never sees half a file."""
+    try:
+        mode = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        mode = 0o640
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from passlib.hash import bcrypt as passlib_bcrypt
+
+from .fsutil import replace_text
 
 BCRYPT_RE = re.compile(r"^\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}$")
 USER_RE = re.compile(r"^[^:\s]{1,255}$")
@@ -133,21 +133,7 @@ def _render(entries: list[Entry]) -> str:
 
 def write_atomic(path: Path, entries: list[Entry]) -> None:
     """Replace the file in one step, keeping its mode; a reader never sees half a file."""
-    try:
-        mode = path.stat().st_mode & 0o777
-    except FileNotFoundError:
-        mode = 0o640
-    fd, tmp = tempfile.mkstemp(prefix=".htpasswd.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(_render(entries))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    replace_text(path, _render(entries))
 
 
 def set_user(path: Path, user: str, password: str, cost: int) -> bool:

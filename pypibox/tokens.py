@@ -23,7 +23,6 @@ import logging
 import os
 import re
 import secrets
-import tempfile
 import threading
 import time
 import typing as t
@@ -31,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import hotfile
+from .fsutil import replace_text
 from .messages import Identity
 from .roles import normalize
 
@@ -214,22 +214,7 @@ def _locked(path: Path) -> t.Iterator[None]:
 
 
 def _write(path: Path, table: TokenTable) -> None:
-    try:
-        mode = path.stat().st_mode & 0o777
-    except FileNotFoundError:
-        mode = 0o640
-    text = HEADER + "".join(tok.render() + "\n" for tok in table.tokens)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    replace_text(path, HEADER + "".join(tok.render() + "\n" for tok in table.tokens))
 
 
 def create(path: Path, user: str, projects: t.Iterable[str] = (), expires: float | None = None,
