@@ -11,9 +11,6 @@ from pathlib import Path
 
 from .servers import BENCH, clean_env, nginx_bin
 
-STOCK_REQUIREMENTS = BENCH / "requirements-stock.txt"
-STOCK_VENV = BENCH / ".venv-stock"
-
 
 def ensure_tools() -> None:
     """apt-get install nginx and wrk when missing (apt-get update first)."""
@@ -52,23 +49,13 @@ def ensure_tools() -> None:
 
 
 def ensure_stock_venv() -> Path:
-    """bench/.venv-stock with requirements-stock.txt, from PyPI with pip's config ignored."""
-    stamp = STOCK_VENV / ".installed"
-    want = hashlib.sha256(STOCK_REQUIREMENTS.read_bytes()).hexdigest()
-    if stamp.exists() and stamp.read_text().strip() == want:
-        return STOCK_VENV
-    print(f"bench: installing stock pypiserver into {STOCK_VENV}", flush=True)
-    if STOCK_VENV.exists():
-        shutil.rmtree(STOCK_VENV)
-    subprocess.run([sys.executable, "-m", "venv", str(STOCK_VENV)], check=True)
-    subprocess.run([str(STOCK_VENV / "bin" / "pip"), "install", "-q", "--disable-pip-version-check",
-                    "-r", str(STOCK_REQUIREMENTS)], check=True, env=clean_env())
-    stamp.write_text(want + "\n")
-    return STOCK_VENV
+    """bench/.venv-stock with requirements-stock.txt (stock pypiserver)."""
+    return ensure_venv("stock")
 
 
 def ensure_venv(name: str) -> Path:
-    """bench/.venv-<name> with bench/requirements-<name>.txt (devpi, proxpi), like the stock one."""
+    """bench/.venv-<name> with bench/requirements-<name>.txt (stock, devpi, proxpi), from PyPI
+    with pip's config ignored; made again only when the requirements change."""
     venv = BENCH / f".venv-{name}"
     requirements = BENCH / f"requirements-{name}.txt"
     stamp = venv / ".installed"
