@@ -24,6 +24,16 @@ BOUNDARY = "pypibox-test-boundary"
 
 
 # -- multipart forms ---------------------------------------------------------------------------
+def wait_for(predicate: Any, timeout: float = 2.0, what: str = "the change") -> float:
+    """Poll until ``predicate()`` is true; the seconds it took. Fails after ``timeout`` (the
+    documented bound of the change waited for, two seconds unless told)."""
+    start = time.monotonic()
+    while not predicate():
+        assert time.monotonic() - start < timeout, f"{what} not seen within {timeout} s"
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
 def _b(value: str | bytes) -> bytes:
     return value if isinstance(value, bytes) else value.encode()
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 from pkgfactory import make_sdist, make_wheel
+from support import wait_for
 
 from pypibox import indexdb, validate
 from pypibox.index import PackageIndex
@@ -50,15 +51,6 @@ def opened():
     yield make
     for index in made:
         index.close()
-
-
-def wait_for(predicate, timeout: float = 2.0, what: str = "the change") -> float:
-    """Poll until ``predicate()``; the seconds it took. Fails after ``timeout``."""
-    start = time.monotonic()
-    while not predicate():
-        assert time.monotonic() - start < timeout, f"{what} not seen within {timeout} s"
-        time.sleep(0.02)
-    return time.monotonic() - start
 
 
 def listed(index: PackageIndex, project: str) -> list[str]:

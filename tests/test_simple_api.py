@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import PASSWORD, basic, clean_env, http, run, venv_bin
 from pkgfactory import make_sdist, make_wheel
-from support import content_type, form
+from support import content_type, form, wait_for
 
 JSON = "application/vnd.pypi.simple.v1+json"
 V1_HTML = "application/vnd.pypi.simple.v1+html"
@@ -397,14 +397,6 @@ def test_only_downloads_protected(server_factory):
 
 
 # -- changes by others -------------------------------------------------------------------
-def wait_for(predicate, timeout: float = 2.0) -> float:
-    start = time.monotonic()
-    while not predicate():
-        assert time.monotonic() - start < timeout, "not visible within two seconds"
-        time.sleep(0.05)
-    return time.monotonic() - start
-
-
 def test_file_dropped_by_hand_appears_with_metadata_and_removal_disappears(server_factory,
                                                                            tmp_path):
     srv = server_factory(PYPI_FALLBACK="off")

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, clean_env
 from pkgfactory import make_sdist, make_wheel
+from support import wait_for
 
 from pypibox import ledger as ledger_mod
 from pypibox import roles, tokens
@@ -68,16 +69,6 @@ def refused(call, *args, **kw) -> Denied:
     return info.value
 
 
-def wait_until(predicate, timeout: float = 2.0) -> float:
-    """Seconds until predicate() is true; fails after ``timeout``."""
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            pytest.fail(f"not true within {timeout}s")
-        time.sleep(0.05)
-    return time.monotonic() - start
-
-
 # --- roles file ---------------------------------------------------------------------------
 
 def test_roles_file_names_admins_and_patterns_compared_normalised():
@@ -114,16 +105,16 @@ def test_roles_reload_and_a_broken_file_keeps_the_last_good_rules(tmp_path, capl
     live = roles.Roles(path, recheck=0.1)
     assert live.rules.admins == frozenset()               # missing: no administrators
     path.write_text("admin alice\n")
-    wait_until(lambda: live.rules.admins == {"alice"})
+    wait_for(lambda: live.rules.admins == {"alice"})
     caplog.set_level(logging.ERROR)
     path.write_text("admin alice\nowner bob\n")            # broken
     time.sleep(0.3)
     assert live.rules.admins == {"alice"}
     assert "keeping the last good roles" in caplog.text and "line 2" in caplog.text
     path.write_text("admin carol\n")
-    wait_until(lambda: live.rules.admins == {"carol"})
+    wait_for(lambda: live.rules.admins == {"carol"})
     path.unlink()                                          # removed: no administrators
-    wait_until(lambda: live.rules.admins == frozenset())
+    wait_for(lambda: live.rules.admins == frozenset())
 
 
 # --- tokens -------------------------------------------------------------------------------
@@ -162,11 +153,11 @@ def test_expired_and_revoked_tokens_are_refused_within_two_seconds(tmp_path):
     until = int(time.time()) + 3                       # the file keeps whole seconds
     _, short = tokens.create(path, "bob", expires=until, name="short")
     _, revoked = tokens.create(path, "bob", name="revoked")
-    wait_until(lambda: live.check(short) is not None and live.check(revoked) is not None)
-    wait_until(lambda: live.check(short) is None, timeout=5.0)
+    wait_for(lambda: live.check(short) is not None and live.check(revoked) is not None)
+    wait_for(lambda: live.check(short) is None, timeout=5.0)
     assert time.time() - until < 2.0
     tokens.revoke(path, "revoked")
-    assert wait_until(lambda: live.check(revoked) is None) < 2.0
+    assert wait_for(lambda: live.check(revoked) is None) < 2.0
 
 
 def test_tokens_of_a_removed_account_stop_working(tmp_path):
@@ -314,7 +305,7 @@ def test_another_process_sees_a_change_within_two_seconds(dirs):
               f"Ledger(Path({str(packages)!r})).record(Event('add_owner', 'cli:x', "
               "project='p', subject='alice'))")
     subprocess.run([sys.executable, "-c", script], check=True, env=clean_env(PYTHONPATH=str(ROOT)))
-    assert wait_until(lambda: reader.owners("p") == {"alice"}) < 2.0
+    assert wait_for(lambda: reader.owners("p") == {"alice"}) < 2.0
     assert reader.generation > before
 
 
@@ -417,7 +408,7 @@ def test_a_replaced_trail_is_read_again_from_the_start(dirs):
     other.write_text(Event("add_owner", "bob", project="p", subject="bob",
                            time="2026-01-01T00:00:00Z").to_json() + "\n")
     os.replace(other, trail.path)                                   # e.g. make restore
-    wait_until(lambda: trail.owners("p") == {"bob"})
+    wait_for(lambda: trail.owners("p") == {"bob"})
     assert trail.stamp("p") != old_stamp
 
 
@@ -639,7 +630,7 @@ def test_delete_removes_files_and_sidecars_and_the_index_notices(dirs):
     assert tm.delete(ALICE, "p", "1.0", "10.1.1.1") == ["p-1.0-py3-none-any.whl"]
     assert not (packages / "p-1.0-py3-none-any.whl").exists()
     assert (packages / "p-2.0-py3-none-any.whl").exists()
-    assert wait_until(lambda: (reader.refresh(), len(reader.project("p") or ()))[1] == 1) < 2
+    assert wait_for(lambda: (reader.refresh(), len(reader.project("p") or ()))[1] == 1) < 2
     assert reader.file(gone.relpath) is None and index.db.metadata(gone.relpath) is None
     reader.close()
     index.close()
@@ -684,10 +675,10 @@ def test_tokens_in_the_file_are_recorded_once_by_the_workers_that_read_it(dirs):
         tm.watch_tokens()
     tok, secret = tokens.create(auth / "tokens", "bob", ["web"], name="ci-web")
     for tm in workers:
-        wait_until(lambda tm=tm: tm.tokens.check(secret) is not None)
+        wait_for(lambda tm=tm: tm.tokens.check(secret) is not None)
     tokens.revoke(auth / "tokens", "ci-web")
     for tm in workers:
-        wait_until(lambda tm=tm: tm.tokens.check(secret) is None)
+        wait_for(lambda tm=tm: tm.tokens.check(secret) is None)
     trail = Ledger(packages)
     changes = [(e.action, e.actor, e.subject, e.token_user, e.scope) for e in trail.events()]
     assert changes == [("token_create", "tokens-file", "ci-web", "bob", "web"),

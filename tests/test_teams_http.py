@@ -22,6 +22,7 @@ import pytest
 from conftest import PASSWORD, ROOT, basic, clean_env, http, venv_bin
 from pkgfactory import make_sdist, make_wheel
 from support import form as multipart
+from support import wait_for
 
 VENV_BIN = str(Path(sys.executable).parent)
 BOB_PW, ROOT_PW = "b0b-Pa55-word", "r00t-Pa55-word"
@@ -132,15 +133,6 @@ def sha256(path: Path) -> str:
 
 def listed_hashes(team: Team, project: str, auth=None) -> dict[str, str]:
     return {f["filename"]: f["hashes"]["sha256"] for f in team.page(project, auth)["files"]}
-
-
-def wait_for(predicate, timeout: float = 2.0) -> float:
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            pytest.fail(f"not seen within {timeout}s")
-        time.sleep(0.1)
-    return time.monotonic() - start
 
 
 def probe(team: Team, who: str, secret: str) -> int:
