@@ -159,24 +159,41 @@ def render_project(name: str, entries: t.Sequence[FileEntry], kind: str,
                 # "dist-info-metadata" key (the reason PEP 714 renamed it).
                 item["core-metadata"] = {"sha256": entry.metadata_sha256}
             files.append(item)
-        data: dict[str, t.Any] = {"meta": {"api-version": API_VERSION}, "name": name,
-                                  "files": files, "versions": _versions(entries)}
-        if status:
-            data["project-status"] = {"status": status, "reason": reason}
-        return _page(json.dumps(data, separators=(",", ":")).encode(), kind)
-    rows = []
-    for entry in entries:
-        href = html.escape(f"{file_url(entry)}#sha256={entry.sha256}")
-        attrs = ""
-        if entry.requires_python:
-            attrs += f' data-requires-python="{html.escape(entry.requires_python)}"'
-        if entry.metadata_sha256:
-            value = f"sha256={entry.metadata_sha256}"
-            attrs += f' data-dist-info-metadata="{value}" data-core-metadata="{value}"'
-        why = yanked(entry.relpath)
-        if why is not None:
-            attrs += f' data-yanked="{html.escape(why)}"'
-        rows.append(f'<a href="{href}"{attrs}>{html.escape(entry.filename)}</a><br>\n')
+        return _page(json_project(name, files, _versions(entries), status, reason), kind)
+    rows = [html_link(file_url(entry), entry.sha256, entry.filename, entry.requires_python,
+                      entry.metadata_sha256, yanked(entry.relpath)) for entry in entries]
+    return _page(html_project(name, rows, status, reason), kind)
+
+
+def json_project(name: str, files: list[dict[str, t.Any]], versions: t.Sequence[str],
+                 status: str | None = None, reason: str = "") -> bytes:
+    """The JSON form (PEP 691) of a project page, from its file items."""
+    data: dict[str, t.Any] = {"meta": {"api-version": API_VERSION}, "name": name,
+                              "files": files, "versions": list(versions)}
+    if status:
+        data["project-status"] = {"status": status, "reason": reason}
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def html_link(url: str, sha256: str, filename: str, requires_python: str | None,
+              core_metadata: str | None, yanked: str | None) -> str:
+    """One file's anchor of a project page in HTML (PEP 503, 592, 658, 714); ``yanked`` is
+    the reason ("" for none given) or None."""
+    attrs = ""
+    if requires_python:
+        attrs += f' data-requires-python="{html.escape(requires_python)}"'
+    if core_metadata:
+        value = f"sha256={core_metadata}"
+        attrs += f' data-dist-info-metadata="{value}" data-core-metadata="{value}"'
+    if yanked is not None:
+        attrs += f' data-yanked="{html.escape(yanked)}"'
+    href = html.escape(f"{url}#sha256={sha256}")
+    return f'<a href="{href}"{attrs}>{html.escape(filename)}</a><br>\n'
+
+
+def html_project(name: str, rows: t.Sequence[str], status: str | None = None,
+                 reason: str = "") -> bytes:
+    """The HTML form of a project page around its anchors, with its PEP 792 status."""
     title = html.escape(name)
     body = ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<meta name=\"pypi:repository-version\" content=\"{API_VERSION}\">\n"
@@ -186,4 +203,4 @@ def render_project(name: str, entries: t.Sequence[FileEntry], kind: str,
                if status and reason else "")
             + f"<title>Links for {title}</title>\n</head>\n<body>\n<h1>Links for {title}</h1>\n"
             f"{''.join(rows)}</body>\n</html>\n")
-    return _page(body.encode("utf-8"), kind)
+    return body.encode("utf-8")

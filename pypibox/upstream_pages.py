@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import html
 import json
 import re
 import typing as t
@@ -17,7 +16,8 @@ from dataclasses import dataclass
 from html.parser import HTMLParser
 from urllib.parse import quote, unquote, urldefrag, urljoin, urlsplit
 
-from .simple_api import API_VERSION, JSON, TEXT_HTML, V1_HTML, Page
+from . import simple_api
+from .simple_api import JSON, TEXT_HTML, V1_HTML, Page
 from .upstream_http import UpstreamError, safe_url, strip_userinfo
 
 #: A file name we store: plain characters, no separator, no leading dot, a known suffix.
@@ -270,27 +270,12 @@ def render(name: str, files: t.Sequence[RenderedFile], versions: t.Sequence[str]
             if f.upload_time:
                 item["upload-time"] = f.upload_time
             out.append(item)
-        data = {"meta": {"api-version": API_VERSION}, "name": name, "files": out,
-                "versions": list(versions)}
-        body = json.dumps(data, separators=(",", ":")).encode()
+        body = simple_api.json_project(name, out, versions)
     else:
-        rows = []
-        for f in files:
-            href = html.escape(f"{_relative(f.url)}#sha256={f.sha256}")
-            attrs = ""
-            if f.requires_python:
-                attrs += f' data-requires-python="{html.escape(f.requires_python)}"'
-            if f.yanked is not False:
-                reason = f.yanked if isinstance(f.yanked, str) else ""
-                attrs += f' data-yanked="{html.escape(reason)}"'
-            if f.core_metadata:
-                value = f"sha256={f.core_metadata}"
-                attrs += f' data-dist-info-metadata="{value}" data-core-metadata="{value}"'
-            rows.append(f'<a href="{href}"{attrs}>{html.escape(f.filename)}</a><br>\n')
-        title = html.escape(name)
-        body = ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-                f"<meta name=\"pypi:repository-version\" content=\"{API_VERSION}\">\n"
-                f"<title>Links for {title}</title>\n</head>\n<body>\n<h1>Links for {title}</h1>\n"
-                f"{''.join(rows)}</body>\n</html>\n").encode()
+        rows = [simple_api.html_link(
+            _relative(f.url), f.sha256, f.filename, f.requires_python, f.core_metadata,
+            None if f.yanked is False else (f.yanked if isinstance(f.yanked, str) else ""))
+            for f in files]
+        body = simple_api.html_project(name, rows)
     tag = {JSON: "j", V1_HTML: "v", TEXT_HTML: "h"}[kind]
     return Page(body, f'"{hashlib.sha256(body).hexdigest()[:32]}-u{tag}"')
