@@ -17,7 +17,7 @@ from packaging.utils import canonicalize_name
 from . import files, simple_api
 from .index import FileEntry, PackageIndex
 from .messages import Refusal, Request, Response, plain
-from .simple_api import Page
+from .simple_api import METADATA_SUFFIX, Page
 
 if t.TYPE_CHECKING:
     from .ledger import Ledger
@@ -27,7 +27,6 @@ if t.TYPE_CHECKING:
 log = logging.getLogger("pypibox.readpath")
 
 _PROJECT = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
-METADATA_SUFFIX = ".metadata"
 #: Bytes of rendered pages a worker keeps (least recently used go first).
 PAGE_CACHE_BYTES = 64 << 20
 

@@ -17,6 +17,8 @@ if t.TYPE_CHECKING:
 #: 1.2 and 1.3 add only optional keys, PEP 708's and PEP 740's, which this index never has).
 API_VERSION = "1.4"
 JSON = "application/vnd.pypi.simple.v1+json"
+#: A wheel's core metadata file is served at the wheel's URL plus this (PEP 658).
+METADATA_SUFFIX = ".metadata"
 V1_HTML = "application/vnd.pypi.simple.v1+html"
 TEXT_HTML = "text/html"
 #: What each kind is sent as.

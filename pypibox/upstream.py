@@ -30,7 +30,7 @@ from packaging.version import InvalidVersion, Version
 
 from . import upstream_pages
 from .settings import Settings
-from .simple_api import Page
+from .simple_api import METADATA_SUFFIX, Page
 from .upstream_fetch import CachedFile, Fetcher, FileStream
 from .upstream_http import HttpClient, UpstreamError, safe_url, strip_userinfo
 from .upstream_pages import Link, file_path, parse_time
@@ -51,7 +51,6 @@ NEGATIVE_MAX = 10_000
 RECORDS_MAX = 2048
 #: Rendered pages kept in memory per process, in bytes.
 RENDERED_MAX_BYTES = 64 << 20
-METADATA_SUFFIX = ".metadata"
 #: The response header of a page served from the cache because the upstream failed.
 STALE_HEADER = "X-Pypibox-Stale"
 
