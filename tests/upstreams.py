@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import socket
+import sys
 import threading
 import time
 import typing as t
@@ -70,6 +71,18 @@ class Logged:
 
 
 Hook = t.Callable[[http.server.BaseHTTPRequestHandler], bool]
+
+
+class _QuietServer(http.server.ThreadingHTTPServer):
+    """A client that hangs up mid-answer is what several tests do on purpose: no traceback
+    for that in the test output; any other error is printed as usual."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: t.Any, client_address: t.Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 @dataclass
@@ -158,8 +171,7 @@ class StaticUpstream:
                         time.sleep(outer.delay)
                     self.wfile.write(data[i:i + 16384])
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.server.daemon_threads = True
+        self.server = _QuietServer(("127.0.0.1", port), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 
