@@ -11,7 +11,7 @@ from urllib.parse import quote
 from packaging.utils import canonicalize_name
 
 from . import files, welcome
-from .messages import Refusal, Request, Response, plain
+from .messages import Refusal, Request, Response, moved, plain
 
 if t.TYPE_CHECKING:
     from .index import PackageIndex
@@ -47,7 +47,7 @@ def no_xmlrpc(req: Request) -> Response:
 def add_slash(req: Request) -> Response:
     """/simple, /simple/<project> and /packages: the same with a trailing slash (PEP 503)."""
     location = quote(req.path) + "/"
-    return plain(301, f"Moved permanently: see {location}", [("Location", location)])
+    return moved(location)
 
 
 def to_simple(req: Request) -> Response:
@@ -144,7 +144,7 @@ class Listing:
         name = canonicalize_name(raw)
         if raw != name:
             location = f"/{quote(name)}/json"
-            return plain(301, f"Moved permanently: see {location}", [("Location", location)])
+            return moved(location)
         self.index.refresh()
         self.ledger.refresh(force=True, wait=False)  # a status recorded a moment ago counts
         entries = self.index.project(name)

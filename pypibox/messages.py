@@ -93,6 +93,11 @@ def plain(status: int, text: str, headers: Headers | None = None) -> Response:
                     [("Content-Type", PLAIN)] + (headers or []), reason=line)
 
 
+def moved(location: str) -> Response:
+    """A 301 to ``location`` (a canonical name, a trailing slash), said in the body too."""
+    return plain(301, f"Moved permanently: see {location}", [("Location", location)])
+
+
 @dataclass(eq=False, slots=True)
 class Request:
     """One HTTP request as the route table sees it (the body, if any, is read by the server)."""

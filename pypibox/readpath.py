@@ -16,7 +16,7 @@ from packaging.utils import canonicalize_name
 
 from . import files, simple_api
 from .index import FileEntry, PackageIndex
-from .messages import Refusal, Request, Response, plain
+from .messages import Refusal, Request, Response, moved, plain
 from .simple_api import METADATA_SUFFIX, Page
 
 if t.TYPE_CHECKING:
@@ -162,7 +162,7 @@ class ReadPath:
         name = canonicalize_name(raw)
         if raw != name:
             location = f"/simple/{quote(name)}/"
-            return plain(301, f"Moved permanently: see {location}", [("Location", location)])
+            return moved(location)
         kind = self._kind(req)
         self.index.refresh()
         stamp = self._stamp(name)

@@ -22,7 +22,7 @@ from urllib.parse import quote, urlencode
 from packaging.utils import canonicalize_name
 
 from . import __version__, files
-from .messages import Refusal, Request, Response, plain
+from .messages import Refusal, Request, Response, moved
 
 if t.TYPE_CHECKING:
     from .index import FileEntry, PackageIndex
@@ -217,7 +217,7 @@ class WebPages:
         name = canonicalize_name(raw)
         if raw != name:
             location = f"{req.url_root}project/{quote(name)}/"
-            return plain(301, f"Moved permanently: see {location}", [("Location", location)])
+            return moved(location)
         page = self._number(req)
         self.index.refresh()
         # A yank or a status another worker recorded a moment ago shows on this page too.

@@ -353,6 +353,11 @@ def test_names_are_normalised_with_a_redirect(server_factory):
     assert page.status == 200 and wheel.name in page.text
     assert srv.get("/simple/").text.count("my-package-name/") == 1
     assert srv.get("/simple/no%2fslash/").status == 404
+    for path, where in (("/My_Package.Name/json", "/my-package-name/json"),
+                        ("/simple", "/simple/"), ("/simple/my-package-name", "/simple/my-package-name/")):
+        resp = srv.get(path)
+        assert (resp.status, resp.headers["location"]) == (301, where), path
+        assert resp.text.strip() == f"Moved permanently: see {where}", resp.text
 
 
 def test_unknown_project_falls_back_or_is_404(server_factory):
