@@ -82,6 +82,8 @@ class UpstreamProject:
     etag: str             # changes whenever the page rendered from it would
     fetched_at: float     # when the upstream last confirmed it (epoch seconds)
     hidden: int           # files hidden by PYPI_UPSTREAM_MIN_AGE
+    status: str = ""      # the upstream's PEP 792 status ("" for active)
+    reason: str = ""      # and its reason
 
     def file(self, filename: str) -> UpstreamFile | None:
         """The visible file of that name, or None."""
@@ -245,9 +247,9 @@ class Upstream:
         key, data = found
         if len(self._records) >= RECORDS_MAX:
             self._records.clear()   # reread from disk when asked again
-        # Of the files only: a revalidation (304) changes "fetched", not what is shown.
-        digest = hashlib.sha256(json.dumps(data["files"], sort_keys=True).encode()
-                                ).hexdigest()[:24]
+        # Of what is shown only: a revalidation (304) changes "fetched", not the page.
+        shown = [data["files"], data.get("status"), data.get("reason")]
+        digest = hashlib.sha256(json.dumps(shown, sort_keys=True).encode()).hexdigest()[:24]
         entry = (key, data, digest)
         self._records[name] = entry
         return entry
@@ -283,8 +285,8 @@ class Upstream:
                 raise UpstreamError(code, f"{safe_url(reply.url)}: the upstream answered "
                                           f"{reply.status} {reply.reason}"[:300])
             body = reply.read_all(PAGE_LIMIT)
-            links, dropped = upstream_pages.parse(body, reply.headers.get("content-type", ""),
-                                                  reply.url)
+            parsed = upstream_pages.parse(body, reply.headers.get("content-type", ""),
+                                          reply.url)
         except UpstreamError as exc:
             if old is None:
                 log.warning("cache: %s: %s", name, exc.reason)
@@ -292,9 +294,10 @@ class Upstream:
             log.warning("cache: serving the cached page of %s, stale (%s)", name, exc.reason)
             assert record is not None
             return self._view(name, record, stale=True)
-        if dropped:
+        if parsed.dropped:
             log.warning("cache: %s: dropped %s from %s", name,
-                        ", ".join(f"{n} link(s): {why}" for why, n in sorted(dropped.items())),
+                        ", ".join(f"{n} link(s): {why}"
+                                  for why, n in sorted(parsed.dropped.items())),
                         safe_url(reply.url))
         seen = {f["filename"]: f.get("first_seen", 0.0) for f in (old or {}).get("files", [])}
         now = time.time()
@@ -302,7 +305,8 @@ class Upstream:
             "name": name, "fetched": now, "etag": reply.headers.get("etag"),
             "last_modified": reply.headers.get("last-modified"),
             "files": [{**_link_dict(link), "first_seen": seen.get(link.filename) or now}
-                      for link in links],
+                      for link in parsed.links],
+            **({"status": parsed.status, "reason": parsed.reason} if parsed.status else {}),
         })
         return self._view_fresh(name)
 
@@ -344,7 +348,10 @@ class Upstream:
         files: list[UpstreamFile] = []
         hidden = 0
         until = float("inf")
-        for item in data["files"]:
+        # The record is read back from the volume: its status is checked again.
+        status, reason = upstream_pages.project_status(data.get("status"), data.get("reason"))
+        # PEP 792: a quarantined project offers no files to install, not even cached ones.
+        for item in data["files"] if status != "quarantined" else ():
             try:
                 f = UpstreamFile(
                     filename=item["filename"], url=file_path(name, item["filename"]),
@@ -370,7 +377,8 @@ class Upstream:
         visible = ",".join(f.filename for f in files)
         etag = hashlib.sha256(f"{record[2]}|{visible}".encode()).hexdigest()[:32]
         return UpstreamProject(name, tuple(files), tuple(str(v) for v in sorted(versions)),
-                               stale, etag, float(data["fetched"]), hidden), until
+                               stale, etag, float(data["fetched"]), hidden, status,
+                               reason), until
 
     def page_ready(self, name: str, kind: str) -> bool:
         """True if ``project(name)`` and ``render`` would answer at once: the record is in
@@ -404,7 +412,8 @@ class Upstream:
         cached = self._rendered.get(key)
         if cached is not None and cached[0] == project.etag:
             return cached[1]
-        page = upstream_pages.render(project.name, project.files, project.versions, kind)
+        page = upstream_pages.render(project.name, project.files, project.versions, kind,
+                                     project.status, project.reason)
         if self._rendered_bytes + len(page.body) > RENDERED_MAX_BYTES:
             self._rendered.clear()
             self._rendered_bytes = 0

@@ -3,6 +3,7 @@
 A parsed page is a list of ``Link``: every file name checked to be a plain name (never a
 path), every URL ``http(s)`` and without credentials, every file with a sha256. Whatever
 fails a check is dropped and counted, so one bad link does not cost the whole project.
+The page's PEP 792 status (archived, deprecated, quarantined) and its reason are kept too.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import hashlib
 import json
 import re
 import typing as t
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from urllib.parse import quote, unquote, urldefrag, urljoin, urlsplit
 
@@ -27,6 +28,11 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 HTML_TYPES = ("text/html", "application/vnd.pypi.simple.v1+html", "application/xhtml+xml")
 JSON_TYPES = ("application/vnd.pypi.simple.v1+json", "application/vnd.pypi.simple.latest+json")
 ACCEPT = (f"{JSON}, {V1_HTML};q=0.2, {TEXT_HTML};q=0.1")
+#: PEP 792 statuses passed on; "active" (and any status the PEP does not name) is shown as
+#: no status at all, as the PEP tells clients to read an unknown one.
+STATUSES = ("archived", "deprecated", "quarantined")
+REASON_MAX = 500
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,27 @@ def _attr_metadata_hash(value: str | None) -> str | None:
     return None
 
 
+@dataclass
+class Parsed:
+    """A checked upstream page: its files, what was dropped and why, its PEP 792 status
+    ("" for active) and the status's reason."""
+
+    links: list[Link] = field(default_factory=list)
+    dropped: dict[str, int] = field(default_factory=dict)
+    status: str = ""
+    reason: str = ""
+
+
+def project_status(status: object, reason: object) -> tuple[str, str]:
+    """The PEP 792 status and reason an upstream gave, as we pass them on: a status we do
+    not know is none; the reason is one line of at most REASON_MAX characters."""
+    if not isinstance(status, str) or status.strip().lower() not in STATUSES:
+        return "", ""
+    text = reason if isinstance(reason, str) else ""
+    text = " ".join(_CONTROL.sub(" ", text).split())[:REASON_MAX]
+    return status.strip().lower(), text
+
+
 class _Checker:
     """Turns raw entries into Links, counting what it drops and why."""
 
@@ -127,7 +154,7 @@ class _Checker:
                                core_metadata, size, upload_time))
 
 
-def parse_json(body: bytes, base: str) -> tuple[list[Link], dict[str, int]]:
+def parse_json(body: bytes, base: str) -> Parsed:
     """A PEP 691 project page; UpstreamError(502) when it is not one."""
     where = safe_url(base)
     try:
@@ -154,7 +181,10 @@ def parse_json(body: bytes, base: str) -> tuple[list[Link], dict[str, int]]:
         check.add(filename, url, sha if isinstance(sha, str) else None,
                   item.get("requires-python"), item.get("yanked"), _metadata_hash(meta_value),
                   item.get("size"), item.get("upload-time"))
-    return check.links, check.dropped
+    given = data.get("project-status")
+    status, reason = (project_status(given.get("status"), given.get("reason"))
+                      if isinstance(given, dict) else ("", ""))
+    return Parsed(check.links, check.dropped, status, reason)
 
 
 class _Anchors(HTMLParser):
@@ -162,6 +192,7 @@ class _Anchors(HTMLParser):
         super().__init__(convert_charrefs=True)
         self.anchors: list[tuple[dict[str, str | None], str]] = []
         self.base: str | None = None
+        self.meta: dict[str, str] = {}
         self._open: dict[str, str | None] | None = None
         self._text: list[str] = []
 
@@ -170,6 +201,11 @@ class _Anchors(HTMLParser):
             self._open, self._text = dict(attrs), []
         elif tag == "base" and self.base is None:
             self.base = dict(attrs).get("href")
+        elif tag == "meta":
+            given = dict(attrs)
+            name, content = given.get("name"), given.get("content")
+            if name and content is not None and name.startswith("pypi:"):
+                self.meta.setdefault(name, content)
 
     def handle_data(self, data: str) -> None:
         if self._open is not None:
@@ -181,7 +217,7 @@ class _Anchors(HTMLParser):
             self._open = None
 
 
-def parse_html(body: bytes, base: str) -> tuple[list[Link], dict[str, int]]:
+def parse_html(body: bytes, base: str) -> Parsed:
     """A PEP 503 project page (the anchors' text is the file name, the hash in the URL)."""
     parser = _Anchors()
     try:
@@ -206,10 +242,12 @@ def parse_html(body: bytes, base: str) -> tuple[list[Link], dict[str, int]]:
         meta = attrs.get("data-core-metadata", attrs.get("data-dist-info-metadata"))
         check.add(name, href, sha, attrs.get("data-requires-python"), yanked,
                   _attr_metadata_hash(meta), None, None)
-    return check.links, check.dropped
+    status, reason = project_status(parser.meta.get("pypi:project-status"),
+                                    parser.meta.get("pypi:project-status-reason"))
+    return Parsed(check.links, check.dropped, status, reason)
 
 
-def parse(body: bytes, content_type: str, base: str) -> tuple[list[Link], dict[str, int]]:
+def parse(body: bytes, content_type: str, base: str) -> Parsed:
     """A project page in whichever form its content type says; 502 for any other type."""
     kind = content_type.split(";")[0].strip().lower()
     if kind in JSON_TYPES:
@@ -254,8 +292,9 @@ def file_path(project: str, filename: str) -> str:
 
 
 def render(name: str, files: t.Sequence[RenderedFile], versions: t.Sequence[str],
-           kind: str) -> Page:
-    """A project page of cached files in the form ``kind`` (one of simple_api's types)."""
+           kind: str, status: str = "", reason: str = "") -> Page:
+    """A project page of cached files in the form ``kind`` (one of simple_api's types),
+    with the upstream's PEP 792 ``status`` ("" for active) and its reason."""
     if kind == JSON:
         out = []
         for f in files:
@@ -270,12 +309,12 @@ def render(name: str, files: t.Sequence[RenderedFile], versions: t.Sequence[str]
             if f.upload_time:
                 item["upload-time"] = f.upload_time
             out.append(item)
-        body = simple_api.json_project(name, out, versions)
+        body = simple_api.json_project(name, out, versions, status or None, reason)
     else:
         rows = [simple_api.html_link(
             _relative(f.url), f.sha256, f.filename, f.requires_python, f.core_metadata,
             None if f.yanked is False else (f.yanked if isinstance(f.yanked, str) else ""))
             for f in files]
-        body = simple_api.html_project(name, rows)
+        body = simple_api.html_project(name, rows, status or None, reason)
     tag = {JSON: "j", V1_HTML: "v", TEXT_HTML: "h"}[kind]
     return Page(body, f'"{hashlib.sha256(body).hexdigest()[:32]}-u{tag}"')

@@ -505,6 +505,69 @@ def test_hostile_file_names_are_dropped(hostile, static):
     untouched()
 
 
+# (what the upstream's page says of its PEP 792 status, what we pass on): unknown statuses
+# and non-strings are no status; a reason is one line of at most 500 characters.
+STATUS_CASES = [
+    ({"status": "archived", "reason": "moved"}, ("archived", "moved")),
+    ({"status": " Deprecated "}, ("deprecated", "")),
+    ({"status": "active", "reason": "fine"}, ("", "")),
+    ({"status": "gone-forever", "reason": "?"}, ("", "")),
+    ({"status": ["archived"]}, ("", "")),
+    ({"status": "archived", "reason": {"x": 1}}, ("archived", "")),
+    ({"status": "archived", "reason": "a\r\nSet-Cookie: x=1\x00\x1b[31m"},
+     ("archived", "a Set-Cookie: x=1 [31m")),
+    ({"status": "archived", "reason": "w" * 100_000}, ("archived", "w" * 500)),
+    ("archived", ("", "")),
+]
+
+
+@pytest.mark.parametrize("given,shown", STATUS_CASES)
+def test_the_upstreams_project_status_is_checked_before_it_is_passed_on(hostile, given, shown):
+    srv, up, untouched = hostile
+    good = srv.root / "packages" / "demo-1.0-py3-none-any.whl"
+    files = [{"filename": good.name, "url": "/packages/" + good.name,
+              "hashes": {"sha256": sha256(good)}}]
+    body = json.dumps({"meta": {"api-version": "1.4"}, "name": "st", "files": files,
+                       "project-status": given}).encode()
+    srv.hooks["/simple/st/"] = lambda h: send(h, body, JSON, length=len(body))
+    project = up.project("st")
+    assert project is not None and (project.status, project.reason) == shown
+    page = json.loads(up.render(project, JSON).body)
+    assert page.get("project-status") == (
+        {"status": shown[0], "reason": shown[1]} if shown[0] else None)
+    assert [f["filename"] for f in page["files"]] == [good.name]
+    html = up.render(project, V1_HTML).body.decode()
+    assert ("pypi:project-status" in html) == bool(shown[0])
+    assert not any(c in html for c in "\r\x00\x1b")
+    untouched()
+
+
+def test_an_html_upstreams_quarantine_hides_its_files_and_a_forged_record_is_rechecked(
+        hostile, area):
+    srv, up, untouched = hostile
+    good = srv.root / "packages" / "demo-1.0-py3-none-any.whl"
+    row = f'<a href="/packages/{good.name}#sha256={sha256(good)}">{good.name}</a>'
+    meta = ('<meta name="pypi:project-status" content="quarantined">'
+            '<meta name="pypi:project-status-reason" content="malware &amp; worse">')
+    srv.hooks["/simple/held/"] = lambda h: send(h, (meta + row).encode(), "text/html")
+    project = up.project("held")
+    assert project is not None and project.files == ()
+    assert (project.status, project.reason) == ("quarantined", "malware & worse")
+    with pytest.raises(UpstreamError) as err:
+        up.open_file("held", good.name)
+    assert err.value.status == 404
+    # A record on the volume is never trusted blindly: a status written into it by hand
+    # that the PEP does not name is no status.
+    record = next(cache_root(area).rglob("held*.json"))
+    data = json.loads(record.read_text())
+    record.write_text(json.dumps({**data, "status": "<script>", "reason": 7}))
+    fresh = make(area, srv.url + "/simple/", PYPI_UPSTREAM_TTL="1h")
+    project = fresh.project("held")
+    assert project is not None and (project.status, project.reason) == ("", "")
+    assert [f.filename for f in project.files] == [good.name]
+    untouched()
+
+
 def test_links_to_other_schemes_are_dropped_and_other_hosts_work(hostile, tmp_path_factory):
     srv, up, untouched = hostile
     other_root = tmp_path_factory.mktemp("files-host")

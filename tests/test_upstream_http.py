@@ -305,6 +305,52 @@ def test_cached_projects_need_the_same_credentials_as_private_ones(pair):
     assert ours.get(path, headers=auth).status == 200
 
 
+def set_status(index, project: str, *args: str) -> str:
+    """``python -m pypibox status`` on a server's own files, as its operator would."""
+    env = clean_env(PYTHONPATH=str(Path(__file__).resolve().parent.parent),
+                    PYPI_PACKAGES_DIR=str(index.packages), PYPI_HTPASSWD=str(index.htpasswd),
+                    USER="ops")
+    res = subprocess.run([sys.executable, "-m", "pypibox", "status", project, *args],
+                         capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert res.returncode == 0, res.stderr
+    return res.stdout
+
+
+def test_the_upstreams_project_status_is_passed_on_and_a_quarantine_holds(pair, tmp_path):
+    """PEP 792 through the cache: the upstream's archived status and reason show in both
+    forms; quarantined there, the project offers no files here, cached ones included, and
+    pip finds nothing to install; active again, it installs."""
+    public, ours = pair(PYPI_UPSTREAM_TTL="off")
+    index = ours.url + "/simple/"
+    wheel = "/cache/pbx-util/pbx_util-1.0-py3-none-any.whl"
+    assert ours.get("/simple/pbx-util/").status == 200 and ours.get(wheel).status == 200
+    assert "project-status" not in json.loads(
+        ours.get("/simple/pbx-util/", headers={"Accept": JSON}).body)
+
+    set_status(public, "pbx-util", "archived", "--reason", "folded into pbx-core")
+    page = json.loads(ours.get("/simple/pbx-util/", headers={"Accept": JSON}).body)
+    assert page["project-status"] == {"status": "archived", "reason": "folded into pbx-core"}
+    assert [f["filename"] for f in page["files"]] == ["pbx_util-1.0-py3-none-any.whl"]
+    html = ours.get("/simple/pbx-util/").text
+    assert '<meta name="pypi:project-status" content="archived">' in html
+    assert '<meta name="pypi:project-status-reason" content="folded into pbx-core">' in html
+
+    set_status(public, "pbx-util", "quarantined", "--reason", "under review")
+    page = json.loads(ours.get("/simple/pbx-util/", headers={"Accept": JSON}).body)
+    assert page["project-status"] == {"status": "quarantined", "reason": "under review"}
+    assert page["files"] == [] and "pbx_util" not in ours.get("/simple/pbx-util/").text
+    assert ours.get(wheel).status == 404   # cached a moment ago, and still not served
+    res, _ = pip_install(index, tmp_path, "held", "pbx-util")
+    assert res.returncode != 0 and "No matching distribution found for pbx-util" in out(res)
+
+    set_status(public, "pbx-util", "active")
+    res, target = pip_install(index, tmp_path, "freed", "pbx-util")
+    assert res.returncode == 0, out(res)
+    assert dists(target) == {"pbx-util": "1.0"}
+    assert "project-status" not in json.loads(
+        ours.get("/simple/pbx-util/", headers={"Accept": JSON}).body)
+
+
 def test_two_servers_on_one_volume_fetch_a_file_once(server_factory, tmp_path):
     public = server_factory(PYPI_FALLBACK="off")
     public_tree(public.packages)
