@@ -34,6 +34,29 @@ def wait_for(predicate: Any, timeout: float = 2.0, what: str = "the change") -> 
     return time.monotonic() - start
 
 
+def settled(srv: Any, project: str, timeout: float = 5.0) -> None:
+    """Wait until a server lists every file of ``project`` copied into its packages
+    directory, each with the upload time of its mtime (README: within two seconds; a
+    server already knowing the project does not wait for its indexer, a new one does)."""
+    def upload_times() -> dict[str, str]:
+        resp = srv.get(f"/simple/{project}/",
+                       headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+        if resp.status != 200:
+            return {}
+        return {f["filename"]: f.get("upload-time", "")[:19]
+                for f in json.loads(resp.body)["files"]}
+
+    def expected() -> dict[str, str]:
+        return {p.name: time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(p.stat().st_mtime))
+                for p in srv.packages.iterdir()
+                if re.sub(r"[-_.]+", "-", p.name).lower().startswith(project + "-")}
+
+    deadline = time.monotonic() + timeout
+    while (seen := upload_times()) != (want := expected()):
+        assert time.monotonic() < deadline, f"{srv.url} lists {seen}, not {want}"
+        time.sleep(0.05)
+
+
 def _b(value: str | bytes) -> bytes:
     return value if isinstance(value, bytes) else value.encode()
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import PASSWORD, basic, clean_env, http, run, venv_bin
 from pkgfactory import make_sdist, make_wheel
-from support import content_type, form, wait_for
+from support import content_type, form, settled, wait_for
 
 JSON = "application/vnd.pypi.simple.v1+json"
 V1_HTML = "application/vnd.pypi.simple.v1+html"
@@ -38,7 +38,8 @@ def access(server) -> list[tuple[str, str, int]]:
     """(method, path, status) of every request in the server's access log.
 
     gunicorn writes a line just after the response, so a client can finish before its last
-    lines are written: a marker request is sent and waited for first.
+    lines are written: a marker request is sent and waited for first (with one worker, whose
+    lines are written in order, every earlier line is then in the log).
     """
     marker = f"/health?log-marker={time.monotonic_ns()}"
     server.get(marker)
@@ -103,7 +104,7 @@ def anchors(text: str) -> Anchors:
 
 # -- pip ---------------------------------------------------------------------------------
 def test_pip_resolves_and_installs_a_tree_from_the_json_form(server_factory, tmp_path):
-    srv = server_factory(PYPI_FALLBACK="off")
+    srv = server_factory(PYPI_FALLBACK="off", PYPI_WORKERS="1")  # access(): one log, in order
     tree(srv.packages)
     target = tmp_path / "target"
     pip = run([sys.executable, "-m", "pip", "install", "-vv", "--no-cache-dir",
@@ -164,7 +165,7 @@ def old_pips(tmp_path_factory) -> dict[str, Path]:
 @pytest.mark.parametrize("version", ["23.0"])
 def test_old_pip_that_chokes_on_json_dist_info_metadata_still_resolves(
         server_factory, tmp_path, old_pips, version):
-    srv = server_factory(PYPI_FALLBACK="off")
+    srv = server_factory(PYPI_FALLBACK="off", PYPI_WORKERS="1")  # access(): one log, in order
     wheels = tree(srv.packages)
     env = clean_env(PYTHONPATH=str(old_pips[version]))
     shown = run([sys.executable, "-m", "pip", "--version"], env=env).stdout
@@ -183,7 +184,7 @@ def uv(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 
 
 def test_uv_compile_resolves_from_metadata_files_alone(server_factory, tmp_path):
-    srv = server_factory(PYPI_FALLBACK="off")
+    srv = server_factory(PYPI_FALLBACK="off", PYPI_WORKERS="1")  # access(): one log, in order
     wheels = tree(srv.packages, payload=os.urandom(50_000))
     req = tmp_path / "requirements.in"
     req.write_text("tree-top\n")
@@ -209,6 +210,7 @@ def test_uv_install_exclude_newer_follows_upload_times(server_factory, tmp_path)
     for path, when in stamp.items():
         moment = time.mktime(time.strptime(when, "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
         os.utime(path, (moment, moment))
+    settled(srv, "timed-pkg")
     page = get_json(srv, "/simple/timed-pkg/")
     assert {f["filename"]: f["upload-time"][:19] + "Z" for f in page["files"]} == {
         p.name: w for p, w in stamp.items()}

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, clean_env
 from pkgfactory import make_wheel
+from support import settled
 from upstreams import StaticUpstream, fill, sha256, snapshot, write_pages
 
 from pypibox import upstream as upstream_mod
@@ -64,26 +65,6 @@ def static(tmp_path: Path):
     up = StaticUpstream(root).start()
     yield up
     up.stop()
-
-
-def settled(pub, project: str, timeout: float = 5.0) -> None:
-    """Wait until the upstream server lists every file of ``project`` in its directory with
-    the upload time of its mtime: files copied in by hand are listed within two seconds."""
-    def upload_times() -> dict[str, str]:
-        resp = pub.get(f"/simple/{project}/", headers={"Accept": JSON})
-        if resp.status != 200:
-            return {}
-        return {f["filename"]: f.get("upload-time", "")[:19]
-                for f in json.loads(resp.body)["files"]}
-
-    def expected() -> dict[str, str]:
-        return {p.name: time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(p.stat().st_mtime))
-                for p in pub.packages.iterdir() if p.name.startswith(project)}
-
-    deadline = time.monotonic() + timeout
-    while (seen := upload_times()) != (want := expected()):
-        assert time.monotonic() < deadline, f"upstream lists {seen}, not {want}"
-        time.sleep(0.05)
 
 
 def read(result: CachedFile | FileStream) -> bytes:

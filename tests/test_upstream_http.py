@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from conftest import PASSWORD, basic, clean_env, http, make_server
 from pkgfactory import make_sdist, make_wheel
+from support import settled, wait_for
 
 VENV_BIN = str(Path(sys.executable).parent)
 DAY = 86400
@@ -46,30 +47,47 @@ def public_tree(packages: Path) -> None:
         os.utime(path, (OLD, OLD))
 
 
-def upstream_gets(public, path_part: str, exact: bool = False) -> int:
+def upstream_gets(public, path_part: str, exact: bool = False, at_least: int = 0) -> int:
     """GETs the upstream's access log shows of paths containing ``path_part`` (``exact``:
-    of that path)."""
-    time.sleep(0.5)   # the access log is written in batches, at least every 0.2 s
-    lines = [line for line in public.logtext().splitlines() if '"GET ' in line]
-    if exact:
-        return sum(1 for line in lines if f'"GET {path_part} HTTP/' in line)
-    return sum(1 for line in lines if path_part in line)
+    of that path), once it shows ``at_least`` of them (the log is written in batches, at
+    least every 0.2 s, by each worker: a loaded machine may take longer)."""
+    def count() -> int:
+        lines = [line for line in public.logtext().splitlines() if '"GET ' in line]
+        if exact:
+            return sum(1 for line in lines if f'"GET {path_part} HTTP/' in line)
+        return sum(1 for line in lines if path_part in line)
+
+    wait_for(lambda: count() >= at_least, timeout=10, what=f"{at_least} GETs of {path_part}")
+    time.sleep(0.5)   # and any more that were still to be written
+    return count()
 
 
 @pytest.fixture
 def pair(server_factory, tmp_path):
     """start(**env) -> (public, ours): the upstream pypibox and ours caching it."""
+    publics = []
 
     def start(users: dict[str, str] | None = None, **env: str):
-        public = server_factory(PYPI_FALLBACK="off")
+        # The public tree is there before the upstream starts, which lists and reads it
+        # before it answers: no page it serves lacks a file (nor shows in its access log).
+        public = make_server(tmp_path, None, PYPI_FALLBACK="off")
         public_tree(public.packages)
+        publics.append(public.start())
         settings = {"PYPI_FALLBACK": "cache", "PYPI_UPSTREAM": public.url + "/simple/",
                     "PYPI_UPSTREAM_TIMEOUT": "5s", **env}
         ours = server_factory(users, **settings)
         make_wheel(ours.packages, "shared-name", "1.0")   # ours, private
+        # Copied in by hand: wait until it is listed (a loaded machine may take longer than
+        # the half second a request waits), so no test makes ours ask the upstream for it.
+        auth = {"Authorization": basic("alice", PASSWORD)}
+        wait_for(lambda: 'href="shared-name/"' in ours.get("/simple/", headers=auth).text,
+                 timeout=5, what="the private shared-name in /simple/")
         return public, ours
 
-    return start
+    yield start
+    for public in publics:
+        if public.proc is not None:
+            public.stop()
 
 
 def sh(args: list[str], cwd: Path, **extra: str) -> subprocess.CompletedProcess:
@@ -131,7 +149,8 @@ def test_pip_installs_through_the_cache_then_from_it_with_the_upstream_down(pair
     cached = sorted(p.name for p in (cache_area(ours) / "files").rglob("*.whl"))
     assert cached == ["pbx_core-1.1-py3-none-any.whl", "pbx_util-1.0-py3-none-any.whl",
                       "pbx_web-1.0-py3-none-any.whl"]
-    assert upstream_gets(public, "/packages/pbx_core-1.1-py3-none-any.whl", exact=True) == 1
+    assert upstream_gets(public, "/packages/pbx_core-1.1-py3-none-any.whl", exact=True,
+                         at_least=1) == 1
     public.stop()
     res, second = pip_install(index, tmp_path, "second", "pbx-web")
     assert res.returncode == 0, out(res)
@@ -250,6 +269,7 @@ def test_a_file_changed_upstream_is_refused_and_not_kept(pair, tmp_path):
 def test_the_cooldown_hides_a_fresh_release_and_uv_resolves_to_the_older(pair, tmp_path):
     public, ours = pair(PYPI_UPSTREAM_MIN_AGE="3d")
     make_wheel(public.packages, "pbx-core", "1.2")            # published just now
+    settled(public, "pbx-core")
     res, venv = uv_install(ours.url + "/simple/", tmp_path, "v", "pbx-core")
     assert res.returncode == 0, out(res)
     assert dists(venv / "lib") == {"pbx-core": "1.1"}
@@ -375,6 +395,6 @@ def test_two_servers_on_one_volume_fetch_a_file_once(server_factory, tmp_path):
         for th in threads:
             th.join(60)
         assert got == [want] * 6
-        assert upstream_gets(public, f"/packages/{name}", exact=True) == 1
+        assert upstream_gets(public, f"/packages/{name}", exact=True, at_least=1) == 1
     finally:
         second.stop()
