@@ -97,7 +97,7 @@ def _target_ok(url: str) -> bool:
     return status == 200 and len(json.loads(body)["files"]) == PER_PROJECT
 
 
-def _pending(packages: Path) -> int | None:
+def unread(packages: Path) -> int | None:
     """Files the index has seen but not read yet (read-only look at its database)."""
     state = packages / ".pypibox"
     try:
@@ -196,7 +196,7 @@ def measure(files: int, workdir: Path, htpasswd: Path, credentials: str,
         out["empty_health_s"] = srv.wait(_health, 600)
         out["empty_first_answer_s"] = srv.wait(_target_ok, 600)
         deadline = time.monotonic() + 3600
-        while (_pending(packages) or 0) > 0 and time.monotonic() < deadline:
+        while (unread(packages) or 0) > 0 and time.monotonic() < deadline:
             time.sleep(0.5)
         out["empty_all_read_s"] = time.monotonic() - srv.started
     finally:

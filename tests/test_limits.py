@@ -419,10 +419,17 @@ def test_uploads_beyond_the_cap_get_503_with_retry_after(server_factory, tmp_pat
     slow = SlowBodies(srv.port, 3, head, first)
     try:
         time.sleep(1.0)
-        wheel = make_wheel(tmp_path / "4th", "fourth", "1.0")
-        body, ct = upload_form(wheel.name, wheel.read_bytes())
-        reply = exchange(srv.port, raw_request("POST", "/", {
-            "Content-Type": ct, "Authorization": AUTH}, body), timeout=5)
+        # Until the server has read the three heads (later on a loaded machine), a 4th
+        # upload is stored: try again, each time with a new version, for up to 10 s.
+        deadline = time.monotonic() + 10
+        for n in range(1000):
+            wheel = make_wheel(tmp_path / f"4th-{n}", "fourth", f"1.{n}")
+            body, ct = upload_form(wheel.name, wheel.read_bytes())
+            reply = exchange(srv.port, raw_request("POST", "/", {
+                "Content-Type": ct, "Authorization": AUTH}, body), timeout=5)
+            if reply.status != 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
     finally:
         slow.close()
     assert reply.status == 503, f"{reply.status} {reply.reason}"

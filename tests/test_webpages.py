@@ -229,6 +229,12 @@ def test_a_project_page_of_a_100000_file_index_is_as_fast_as_of_a_100_file_one(t
         while big.get(paths[0], timeout=120).status != 200:
             assert time.monotonic() < deadline, "the big index never listed the project"
             time.sleep(1)
+        # A new tree (a fresh machine) is read in the background, on the same two cores:
+        # the cost of a page is measured once that is done, as in the benchmark.
+        deadline = time.monotonic() + 900
+        while (scaling.unread(big_tree) or 0) > 0:
+            assert time.monotonic() < deadline, "the big index still reads files after 900 s"
+            time.sleep(1)
         for path in paths:
             t_small, t_big = _timed(small, path), _timed(big, path)
             print(f"{path}: {t_small * 1000:.1f} ms with 100 files, "
