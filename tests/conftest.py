@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import os
+import random
 import shutil
 import signal
 import socket
@@ -33,10 +35,25 @@ for _var in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "MAKE_TERMOUT"
     os.environ.pop(_var, None)
 
 
+#: Ports for the servers a test starts: below the kernel's ephemeral range (32768 and up),
+#: so that no outgoing connection takes a port between its pick and the server's bind; a
+#: block of 4000 for each xdist worker, walked from a random start.
+_PORT_BASE = 20000 + 4000 * (int(os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0) % 3)
+_next_port = itertools.count(random.randrange(4000))
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port on 127.0.0.1 that nothing listens on now, and that this process was not
+    given in its last 4000 calls."""
+    for _ in range(4000):
+        port = _PORT_BASE + next(_next_port) % 4000
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError(f"no free port in {_PORT_BASE}-{_PORT_BASE + 3999}")
 
 
 def clean_env(**extra: str) -> dict[str, str]:
