@@ -261,7 +261,7 @@ def test_sync_finds_a_file_copied_in_a_moment_ago(root, tmp_path, opened, mode):
     opened(root, watch=mode)  # one of the two maintains
     for i in range(10):
         make_wheel(root, f"instant-{i}", "1.0")
-        assert index.sync()
+        assert index.sync(timeout=5)   # 0.5 s by default: slack for a loaded machine
         assert index.project(f"instant-{i}") is not None
         assert index.file(f"instant_{i}-1.0-py3-none-any.whl") is not None
 

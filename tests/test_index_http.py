@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import PASSWORD, basic, clean_env, http, run, venv_bin
 from pkgfactory import make_sdist, make_wheel
+from support import wait_for
 
 JSON = "application/vnd.pypi.simple.v1+json"
 BOUNDARY = "index-http-boundary"
@@ -110,6 +111,10 @@ def test_misleading_names_are_listed_and_installed_under_their_own_project(
             assert status == 200, (path.name, status, text)
         else:
             (srv.packages / path.name).write_bytes(path.read_bytes())
+    # Copied in by hand: listed within two seconds (README), later on a loaded machine.
+    wait_for(lambda: sorted(p["name"] for p in json.loads(
+        srv.get("/simple/", headers={"Accept": JSON}).body)["projects"]) == sorted(FILES),
+        timeout=10, what="every copied file's project in /simple/")
     check_listed(srv, files)
     installs(srv, tmp_path, "pip")
     installs(srv, tmp_path, "uv")

@@ -19,7 +19,7 @@ from urllib.parse import urljoin
 import pytest
 from conftest import PASSWORD, Server, basic, http, make_server
 from pkgfactory import make_wheel
-from support import group_pids, upload_form
+from support import group_pids, settled, upload_form
 
 FILE_SIZE = 32 << 10  # 10,000 files of 32 KiB: the 320 MiB tree
 
@@ -208,6 +208,7 @@ def test_a_file_name_that_is_not_utf8_is_skipped_with_one_warning(server_factory
     fd = os.open(os.fsencode(srv.packages) + b"/bad\xff-1.0.tar.gz", os.O_CREAT | os.O_WRONLY)
     os.write(fd, b"not really a tarball")
     os.close(fd)
+    settled(srv, "good-pkg")
     pages = {
         "/": {}, "/packages/": {},
         "/simple/": {"Accept": "text/html"},

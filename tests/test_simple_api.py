@@ -234,6 +234,7 @@ def test_json_schema_html_attributes_and_metadata_hash(server_factory):
                        requires=["tree-leaf"])
     sdist = make_sdist(srv.packages, "Schema_Pkg", "1.0", requires_python=">=3.8,<4")
     old = make_wheel(srv.packages, "schema-pkg", "0.9")
+    settled(srv, "schema-pkg")   # three files of one project, copied in by hand
 
     root = get_json(srv, "/simple/")
     assert root["meta"]["api-version"] == "1.4"  # PEP 792
@@ -308,6 +309,7 @@ NEGOTIATION = [
 def test_content_negotiation(server_factory):
     srv = server_factory(PYPI_FALLBACK="off")
     make_wheel(srv.packages, "nego", "1.0")
+    settled(srv, "nego")
     for accept, expected in NEGOTIATION:
         headers = {} if accept is None else {"Accept": accept}
         for path in ("/simple/", "/simple/nego/"):
