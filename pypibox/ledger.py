@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from .fsutil import fsync_dir
+from .simple_api import PROJECT_STATUSES
 
 log = logging.getLogger("pypibox.ledger")
 
@@ -38,7 +39,7 @@ SNAPSHOT_VERSION = 2  # 2: who uploaded each file
 ACTIONS = ("upload", "yank", "unyank", "delete", "add_owner", "remove_owner",
            "add_maintainer", "remove_maintainer", "set_status", "token_create",
            "token_revoke")
-STATUSES = ("active", "archived", "quarantined", "deprecated")
+STATUSES = PROJECT_STATUSES
 #: Longest accepted text field (a reason is a sentence, not a file).
 MAX_FIELD = 1000
 #: A line longer than this cannot be an event of ours: it is skipped.

@@ -16,6 +16,8 @@ if t.TYPE_CHECKING:
 #: 1.4: the pages carry PEP 792's project status (1.1 is PEP 700's versions and upload times;
 #: 1.2 and 1.3 add only optional keys, PEP 708's and PEP 740's, which this index never has).
 API_VERSION = "1.4"
+#: PEP 792 project statuses; "active" is the default, shown as no status.
+PROJECT_STATUSES = ("active", "archived", "quarantined", "deprecated")
 JSON = "application/vnd.pypi.simple.v1+json"
 #: A wheel's core metadata file is served at the wheel's URL plus this (PEP 658).
 METADATA_SUFFIX = ".metadata"

@@ -28,9 +28,6 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 HTML_TYPES = ("text/html", "application/vnd.pypi.simple.v1+html", "application/xhtml+xml")
 JSON_TYPES = ("application/vnd.pypi.simple.v1+json", "application/vnd.pypi.simple.latest+json")
 ACCEPT = (f"{JSON}, {V1_HTML};q=0.2, {TEXT_HTML};q=0.1")
-#: PEP 792 statuses passed on; "active" (and any status the PEP does not name) is shown as
-#: no status at all, as the PEP tells clients to read an unknown one.
-STATUSES = ("archived", "deprecated", "quarantined")
 REASON_MAX = 500
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
 
@@ -97,13 +94,14 @@ class Parsed:
 
 
 def project_status(status: object, reason: object) -> tuple[str, str]:
-    """The PEP 792 status and reason an upstream gave, as we pass them on: a status we do
-    not know is none; the reason is one line of at most REASON_MAX characters."""
-    if not isinstance(status, str) or status.strip().lower() not in STATUSES:
+    """The PEP 792 status and reason an upstream gave, as we pass them on: "active", and a
+    status the PEP does not name (as the PEP tells clients to read it), is none; the reason
+    is one line of at most REASON_MAX characters."""
+    given = status.strip().lower() if isinstance(status, str) else ""
+    if given not in simple_api.PROJECT_STATUSES or given == "active":
         return "", ""
     text = reason if isinstance(reason, str) else ""
-    text = " ".join(_CONTROL.sub(" ", text).split())[:REASON_MAX]
-    return status.strip().lower(), text
+    return given, " ".join(_CONTROL.sub(" ", text).split())[:REASON_MAX]
 
 
 class _Checker:
